@@ -1,0 +1,150 @@
+"""Independent peers: the websockets library's clients and server, and trio-websocket's client."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio_websocket
+import websockets.asyncio.server as ws_server
+import websockets.exceptions
+import websockets.sync.client as ws_sync
+
+from trio_ws import (
+    HandshakeRejected,
+    WebSocket,
+    WebSocketClose,
+    open_websocket_server,
+    open_websocket_url,
+)
+
+
+async def echo(ws: WebSocket) -> None:
+    await ws.accept(
+        subprotocol="chat"
+        if "chat" in ((ws.request and ws.request.headers.get("sec-websocket-protocol", "")) or "")
+        else None
+    )
+    async for message in ws.iter_text():
+        if message == "close-4001":
+            raise WebSocketClose(4001, "asked for it")
+        await ws.send_text(message)
+
+
+async def test_websockets_sync_client_handshake_echo_and_close_code() -> None:
+    async with open_websocket_server(echo, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.port}/echo"
+
+        def client() -> tuple[str, str | None, int | None]:
+            with ws_sync.connect(url, subprotocols=["chat"]) as conn:  # type: ignore[list-item]
+                conn.send("héllo")
+                reply = str(conn.recv(timeout=5))
+                conn.send("close-4001")
+                with pytest.raises(websockets.exceptions.ConnectionClosedError):
+                    conn.recv(timeout=5)
+                assert conn.close_code is not None
+                return reply, conn.subprotocol, conn.close_code
+
+        reply, subprotocol, code = await trio.to_thread.run_sync(client)
+    assert reply == "héllo"
+    assert subprotocol == "chat"
+    assert code == 4001
+
+
+async def test_websockets_client_large_and_fragmented_messages() -> None:
+    async def bytes_echo(ws: WebSocket) -> None:
+        await ws.accept()
+        data = await ws.receive_bytes()
+        await ws.send_fragments([data[:10], data[10:]])
+        text = await ws.receive_text()
+        await ws.send_text(text)
+
+    async with open_websocket_server(bytes_echo, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.port}/"
+
+        def client() -> None:
+            with ws_sync.connect(url, max_size=None) as conn:
+                payload = bytes(range(256)) * 2000
+                conn.send(payload)
+                assert conn.recv(timeout=5) == payload
+                conn.send(iter(["frag", "mented"]))  # a fragmented text message
+                assert conn.recv(timeout=5) == "fragmented"
+
+        await trio.to_thread.run_sync(client)
+
+
+async def test_websockets_client_sees_handshake_refusal() -> None:
+    async def refuse(ws: WebSocket) -> None:
+        await ws.reject(404, "no such room")
+
+    async with open_websocket_server(refuse, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.port}/"
+
+        def client() -> int:
+            with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+                ws_sync.connect(url)
+            return info.value.response.status_code
+
+        assert await trio.to_thread.run_sync(client) == 404
+
+
+async def test_trio_websocket_client() -> None:
+    async with (
+        open_websocket_server(echo, "127.0.0.1", 0) as server,
+        trio_websocket.open_websocket("127.0.0.1", server.port, "/", use_ssl=False) as conn,
+    ):
+        await conn.send_message("from trio-websocket")
+        assert await conn.get_message() == "from trio-websocket"
+        await conn.ping(b"abcd")
+
+
+@pytest.fixture
+def websockets_server() -> Iterator[int]:
+    """The websockets library's asyncio echo server, in a thread."""
+    ready = threading.Event()
+    port: list[int] = []
+    stop: list[asyncio.Future[None]] = []
+    loop = asyncio.new_event_loop()
+
+    async def handler(conn: ws_server.ServerConnection) -> None:
+        async for message in conn:
+            await conn.send(message)
+
+    async def main() -> None:
+        async with ws_server.serve(handler, "127.0.0.1", 0, subprotocols=["chat"]) as srv:  # type: ignore[list-item]
+            port.append(srv.sockets[0].getsockname()[1])
+            stop.append(loop.create_future())
+            ready.set()
+            await stop[0]
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),))
+    thread.start()
+    ready.wait(10)
+    yield port[0]
+    loop.call_soon_threadsafe(stop[0].set_result, None)
+    thread.join(10)
+    loop.close()
+
+
+async def test_our_client_against_websockets_server(websockets_server: int) -> None:
+    url = f"ws://127.0.0.1:{websockets_server}/x?y=1"
+    async with open_websocket_url(url, subprotocols=["chat"]) as ws:
+        assert ws.subprotocol == "chat"
+        await ws.send_text("hi")
+        assert await ws.receive_text() == "hi"
+        await ws.send_bytes(b"\x00" * 100000)
+        assert await ws.receive_bytes() == b"\x00" * 100000
+        assert await ws.ping() >= 0
+    assert ws.close_code == 1000
+
+
+async def test_our_client_refused_by_websockets_server(websockets_server: int) -> None:
+    with pytest.raises(HandshakeRejected) as info:
+        async with open_websocket_url(
+            f"ws://127.0.0.1:{websockets_server}/", headers=[("Sec-WebSocket-Version", "13")]
+        ):
+            pass  # pragma: no cover
+    assert info.value.status == 400  # a repeated version header

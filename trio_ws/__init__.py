@@ -1,0 +1,27 @@
+"""trio_ws: a trio-native, structured-concurrency WebSocket server and client (RFC 6455)."""
+
+from ._client import open_websocket, open_websocket_url
+from ._connection import WebSocket, WebSocketOptions, WebSocketState
+from ._exceptions import ConnectionClosed, HandshakeRejected, WebSocketClose, WebSocketDisconnect
+from ._server import Handler, WebSocketServer, open_websocket_server, serve_websocket
+from .protocol import CloseCode, Headers
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "CloseCode",
+    "ConnectionClosed",
+    "Handler",
+    "HandshakeRejected",
+    "Headers",
+    "WebSocket",
+    "WebSocketClose",
+    "WebSocketDisconnect",
+    "WebSocketOptions",
+    "WebSocketServer",
+    "WebSocketState",
+    "open_websocket",
+    "open_websocket_server",
+    "open_websocket_url",
+    "serve_websocket",
+]

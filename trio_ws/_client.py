@@ -1,0 +1,141 @@
+"""The client: ``open_websocket_url`` and ``open_websocket``, and the handshake over any stream."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+
+from ._connection import WebSocket, WebSocketOptions
+from ._exceptions import HandshakeRejected
+from .protocol import (
+    Connection,
+    HandshakeError,
+    Request,
+    ResponseParser,
+    Role,
+    build_request,
+    validate_response,
+)
+
+__all__ = ["connect_websocket", "open_websocket", "open_websocket_url"]
+
+
+async def connect_websocket(
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    options: WebSocketOptions,
+    *,
+    subprotocols: Sequence[str] = (),
+    headers: Sequence[tuple[str, str]] = (),
+) -> tuple[WebSocket, Connection, bytes]:
+    """Run the client's opening handshake over ``stream``; return the WebSocket (not yet started),
+    its protocol connection, and the bytes that came after the response. Raises
+    :class:`HandshakeRejected` when the server refuses or answers wrongly."""
+    data, key = build_request(host, resource, subprotocols=subprotocols, headers=headers)
+    await stream.send_all(data)
+    parser = ResponseParser()
+    try:
+        response = None
+        while response is None:
+            response = parser.receive_data(await stream.receive_some(65536))
+        subprotocol, _ = validate_response(response, key, subprotocols)
+    except HandshakeError as exc:
+        body = parser.trailing
+        headers_received = response.headers if response is not None else None
+        raise HandshakeRejected(exc.status, exc.reason, headers_received, body) from None
+    request = Request("GET", resource, response.headers)
+    ws = WebSocket(stream, Role.CLIENT, options, request=request, subprotocol=subprotocol)
+    conn = Connection(Role.CLIENT, max_message_size=options.max_message_size)
+    return ws, conn, parser.trailing
+
+
+@asynccontextmanager
+async def _run_client(ws: WebSocket, conn: Connection, trailing: bytes) -> AsyncIterator[WebSocket]:
+    error: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        ws._start(conn, nursery, trailing)
+        try:
+            yield ws
+        except Exception as exc:
+            error = exc
+        finally:
+            await ws.close()
+            nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+@asynccontextmanager
+async def open_websocket(
+    host: str,
+    port: int,
+    resource: str = "/",
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    subprotocols: Sequence[str] = (),
+    headers: Sequence[tuple[str, str]] = (),
+    **options: Any,
+) -> AsyncIterator[WebSocket]:
+    """Connect to ``host:port``, run the handshake for ``resource``, and yield the
+    :class:`WebSocket`; leaving the block closes it (1000, bounded by ``close_timeout``).
+
+    Keyword ``options`` are :class:`WebSocketOptions` fields. Raises :class:`HandshakeRejected` when
+    the server refuses, ``OSError`` when it cannot be reached, :class:`trio.TooSlowError` past
+    ``open_timeout``. An exception raised in the block propagates unchanged.
+    """
+    opts = WebSocketOptions(**options)
+    with trio.fail_after(opts.open_timeout):
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        try:
+            if ssl_context is not None:
+                stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+                await stream.do_handshake()
+            default_port = 443 if ssl_context is not None else 80
+            host_header = host if port == default_port else f"{host}:{port}"
+            if ":" in host and not host.startswith("["):
+                host_header = f"[{host}]" if port == default_port else f"[{host}]:{port}"
+            ws, conn, trailing = await connect_websocket(
+                stream, host_header, resource, opts, subprotocols=subprotocols, headers=headers
+            )
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+    async with _run_client(ws, conn, trailing) as ws:
+        yield ws
+
+
+@asynccontextmanager
+async def open_websocket_url(
+    url: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    subprotocols: Sequence[str] = (),
+    headers: Sequence[tuple[str, str]] = (),
+    **options: Any,
+) -> AsyncIterator[WebSocket]:
+    """Like :func:`open_websocket`, from a ``ws://`` or ``wss://`` URL (``wss`` uses
+    ``ssl_context``, or the system's default context)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    secure = parts.scheme == "wss"
+    if secure and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    port = parts.port or (443 if secure else 80)
+    async with open_websocket(
+        parts.hostname,
+        port,
+        resource,
+        ssl_context=ssl_context if secure else None,
+        subprotocols=subprotocols,
+        headers=headers,
+        **options,
+    ) as ws:
+        yield ws

@@ -1,0 +1,572 @@
+"""The connection: a :class:`WebSocket` over any ``trio.abc.Stream``.
+
+One reader task (the only reader of the stream) feeds the sans-I/O protocol and puts whole messages into
+a bounded memory channel; any number of tasks send through one writer lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Literal, final
+
+import attrs
+import trio
+
+from ._exceptions import WebSocketDisconnect
+from .protocol import (
+    BytesMessage,
+    CloseCode,
+    CloseReceived,
+    Connection,
+    ConnectionState,
+    LocalProtocolError,
+    Pong,
+    Request,
+    Role,
+    TextMessage,
+    error_response,
+)
+
+__all__ = ["WebSocket", "WebSocketOptions", "WebSocketState"]
+
+logger = logging.getLogger("trio_ws")
+
+_RECEIVE_SIZE = 65536
+
+
+class WebSocketState(enum.Enum):
+    """One side's state, as in Starlette: ``client_state`` and ``application_state``."""
+
+    CONNECTING = 0  #: the opening handshake is under way
+    CONNECTED = 1  #: accepted: messages flow
+    DISCONNECTED = 2  #: this side closed (or refused) the connection, or it dropped
+
+
+@attrs.frozen
+class WebSocketOptions:
+    """Per-connection settings, shared by the server and the client.
+
+    - ``max_message_size``: largest received message in bytes (``None``: no limit); larger fails 1009.
+    - ``max_queue``: received messages waiting for the handler before the reader stops reading.
+    - ``queue_high_water`` / ``queue_low_water``: bytes waiting before the reader stops reading, and the
+      level at which it starts again.
+    - ``ping_interval`` / ``ping_timeout``: keepalive pings (``None``: off); no pong within the timeout
+      closes with 1011.
+    - ``open_timeout``: TLS and opening handshake; ``close_timeout``: closing handshake.
+    """
+
+    max_message_size: int | None = 2**20
+    max_queue: int = 16
+    queue_high_water: int = 2**20
+    queue_low_water: int = 2**18
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    open_timeout: float = 10.0
+    close_timeout: float = 10.0
+
+
+@final
+class WebSocket:
+    """One WebSocket connection, server or client side.
+
+    Receive with :meth:`receive_text`, :meth:`receive_bytes`, :meth:`receive_json`, :meth:`receive`
+    or the ``iter_*`` methods; send with ``send_*``; end with :meth:`close`. On the server, call
+    :meth:`accept` (or :meth:`reject`) first; ``request`` holds the upgrade request.
+
+    Error handling: once the connection is closed, receives (after every earlier message) and sends
+    raise :class:`WebSocketDisconnect` with the close code. Receiving from two tasks at once raises
+    :class:`trio.BusyResourceError`.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        role: Role,
+        options: WebSocketOptions,
+        *,
+        request: Request | None = None,
+        subprotocol: str | None = None,
+        client: tuple[str, int] | None = None,
+    ) -> None:
+        self.stream = stream
+        self.role = role
+        self.options = options
+        #: The upgrade request (server side), or the request this client sent.
+        self.request = request
+        #: The negotiated subprotocol, once accepted.
+        self.subprotocol = subprotocol
+        #: The peer's ``(host, port)``, when the stream is a socket.
+        self.client = client
+        self.client_state = WebSocketState.CONNECTING
+        self.application_state = WebSocketState.CONNECTING
+        #: Round-trip time of the last ping answered, in seconds.
+        self.latency: float | None = None
+        self._conn: Connection | None = None
+        self._write_lock = trio.StrictFIFOLock()
+        send, receive = trio.open_memory_channel[TextMessage | BytesMessage](options.max_queue)
+        self._queue_send = send
+        self._queue_receive = receive
+        self._queued_bytes = 0
+        self._resume_reading: trio.Event | None = None
+        self._drained: trio.Event | None = None
+        self._unreceived = 0  # messages delivered to the queue that no receive() has returned yet
+        self._deliver_scope = trio.CancelScope()
+        self._draining = False
+        self._receiving = False
+        self._broken = False
+        self._reader_done = trio.Event()
+        self._pings: dict[bytes, tuple[float, trio.Event]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._close_code: int | None = None
+        self._close_reason = ""
+        # Set by the server: answers the handshake with 101 and starts the connection.
+        self._accept_hook: (
+            Callable[[WebSocket, str | None, list[tuple[str, str]]], Awaitable[None]] | None
+        ) = None
+
+    # ------------------------------------------------------------- properties
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The connection's nursery: tasks started here end with the connection."""
+        if self._nursery is None:
+            raise RuntimeError("the connection is not open")
+        return self._nursery
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection is closed (see :class:`WebSocketDisconnect`)."""
+        return self._close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason once the connection is closed."""
+        return self._close_reason
+
+    @property
+    def path(self) -> str:
+        """The request's path, without the query string."""
+        return "/" if self.request is None else self.request.target.partition("?")[0]
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection is closed or closing: sends would raise."""
+        return self._conn is None or self._conn.state is not ConnectionState.OPEN or self._broken
+
+    # ------------------------------------------------------------- lifecycle
+
+    def _start(self, conn: Connection, nursery: trio.Nursery, trailing: bytes = b"") -> None:
+        self._conn = conn
+        self._nursery = nursery
+        self.client_state = self.application_state = WebSocketState.CONNECTED
+        nursery.start_soon(self._reader, trailing)
+        if self.options.ping_interval is not None:
+            nursery.start_soon(self._keepalive)
+
+    async def _send_raw(self, data: bytes) -> None:
+        """Write under the lock held by the caller; a write cut short breaks the connection."""
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._broken = True
+            raise WebSocketDisconnect(CloseCode.ABNORMAL_CLOSURE, "connection lost") from None
+        except BaseException:
+            self._broken = True  # cancelled part-way: the stream may hold half a frame
+            raise
+
+    async def _write(self, make: Any, *args: Any) -> None:
+        """Build a frame with ``make(*args)`` and send it, under the writer lock."""
+        async with self._write_lock:
+            if self._broken or self._conn is None:
+                raise self._disconnect()
+            try:
+                data = make(*args)
+            except LocalProtocolError:
+                raise self._disconnect() from None
+            await self._send_raw(data)
+
+    def _disconnect(self) -> WebSocketDisconnect:
+        code = self._close_code
+        if code is None:
+            code, reason = self._current_close()
+        else:
+            reason = self._close_reason
+        return WebSocketDisconnect(code, reason)
+
+    def _current_close(self) -> tuple[int, str]:
+        conn = self._conn
+        if self._broken or conn is None:
+            return CloseCode.ABNORMAL_CLOSURE, ""
+        if conn.failure is not None:
+            return conn.failure.code, conn.failure.reason
+        if conn.close_received is not None:
+            return conn.close_received.code, conn.close_received.reason
+        if conn.close_sent is not None:
+            code, reason = conn.close_sent
+            if conn.end_of_stream:
+                return CloseCode.ABNORMAL_CLOSURE, ""
+            return (code if code is not None else CloseCode.NO_STATUS_RCVD), reason
+        return CloseCode.ABNORMAL_CLOSURE, ""
+
+    async def _reader(self, trailing: bytes) -> None:
+        conn = self._conn
+        assert conn is not None
+        stream = self.stream
+        data: bytes | bytearray = trailing
+        try:
+            while True:
+                if data:
+                    events = conn.receive_data(data)
+                    for event in events:
+                        if isinstance(event, (TextMessage, BytesMessage)):
+                            await self._deliver(event)
+                        elif isinstance(event, Pong):
+                            self._pong(event.payload)
+                        elif isinstance(event, CloseReceived):
+                            self.client_state = WebSocketState.DISCONNECTED
+                    out = conn.data_to_send()
+                    if out:
+                        async with self._write_lock:
+                            if not self._broken:
+                                await self._send_raw(out)
+                    if conn.failure is not None:
+                        await self._fail(conn.failure.code, conn.failure.reason)
+                        break
+                    if conn.state is ConnectionState.CLOSED:
+                        break
+                data = await stream.receive_some(_RECEIVE_SIZE)
+                if not data:
+                    conn.receive_data(b"")
+                    break
+            if self.role is Role.CLIENT and not conn.end_of_stream:
+                # RFC 6455 §7.1.1: the server closes TCP first; wait for it, briefly.
+                with trio.move_on_after(self.options.close_timeout):
+                    while await stream.receive_some(_RECEIVE_SIZE):
+                        pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, WebSocketDisconnect):
+            self._broken = True
+        finally:
+            self.client_state = WebSocketState.DISCONNECTED
+            if self._close_code is None:
+                self._close_code, self._close_reason = self._current_close()
+            self._queue_send.close()
+            self._reader_done.set()
+            for _, waiter in self._pings.values():
+                waiter.set()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
+    async def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection after a protocol error (RFC 6455 §7.1.7): let the handler take the
+        messages that came before it and answer them (bounded by ``close_timeout``), then send the
+        close frame; the caller closes the stream."""
+        conn = self._conn
+        assert conn is not None
+        with trio.move_on_after(self.options.close_timeout):
+            while self._unreceived and not self._draining:
+                self._drained = trio.Event()
+                await self._drained.wait()
+            await trio.lowlevel.checkpoint()  # the handler's answer to the last message goes first
+            async with self._write_lock:
+                if conn.state is ConnectionState.OPEN and not self._broken:
+                    await self._send_raw(conn.send_close(code, reason))
+
+    async def _deliver(self, message: TextMessage | BytesMessage) -> None:
+        if self._draining:
+            return
+        self._queued_bytes += len(message.data)
+        self._unreceived += 1
+        try:
+            self._queue_send.send_nowait(message)
+        except trio.WouldBlock:
+            # The queue is full: stop reading (TCP pushes back) until the handler catches up, or
+            # until close() stops delivery.
+            with trio.CancelScope() as self._deliver_scope:
+                await self._queue_send.send(message)
+        if self._queued_bytes > self.options.queue_high_water and not self._draining:
+            self._resume_reading = trio.Event()
+            with trio.CancelScope() as self._deliver_scope:
+                await self._resume_reading.wait()
+
+    def _dequeued(self, message: TextMessage | BytesMessage) -> None:
+        self._queued_bytes -= len(message.data)
+        self._unreceived -= 1
+        if self._drained is not None and not self._unreceived:
+            self._drained.set()
+        resume = self._resume_reading
+        if resume is not None and self._queued_bytes <= self.options.queue_low_water:
+            self._resume_reading = None
+            resume.set()
+
+    def _pong(self, payload: bytes) -> None:
+        if payload not in self._pings:
+            return
+        now = trio.current_time()
+        # A pong answers its ping and every earlier one (RFC 6455 §5.5.3).
+        for key in list(self._pings):
+            sent_at, event = self._pings.pop(key)
+            event.set()
+            if key == payload:
+                self.latency = now - sent_at
+                break
+
+    async def _keepalive(self) -> None:
+        interval = self.options.ping_interval
+        assert interval is not None
+        while True:
+            await trio.sleep(interval)
+            try:
+                with trio.move_on_after(self.options.ping_timeout or float("inf")) as scope:
+                    await self.ping()
+            except WebSocketDisconnect:
+                return
+            if scope.cancelled_caught:
+                logger.info("keepalive ping timed out; closing with 1011")
+                await self.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                return
+
+    # ------------------------------------------------------------- handshake
+
+    async def accept(
+        self,
+        subprotocol: str | None = None,
+        headers: Sequence[tuple[str, str]] | None = None,
+    ) -> None:
+        """Accept the opening handshake (server side), with ``subprotocol`` (one the client offered)
+        and extra response ``headers``. Raises :class:`RuntimeError` if already accepted or refused,
+        :class:`ValueError` for a subprotocol the client did not offer."""
+        accept = self._accept_hook
+        if accept is None or self.application_state is not WebSocketState.CONNECTING:
+            raise RuntimeError("accept() is only possible once, before the handshake is answered")
+        await accept(self, subprotocol, list(headers or ()))
+
+    async def reject(
+        self,
+        status: int = 403,
+        body: str | bytes | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Refuse the opening handshake with an HTTP ``status`` (4xx/5xx), ``body`` and ``headers``."""
+        if self.application_state is not WebSocketState.CONNECTING or self.role is Role.CLIENT:
+            raise RuntimeError("reject() is only possible before the handshake is answered")
+        if not 400 <= status <= 599:
+            raise ValueError(f"reject() needs a 4xx or 5xx status, not {status}")
+        self.application_state = WebSocketState.DISCONNECTED
+        self.client_state = WebSocketState.DISCONNECTED
+        self._close_code = CloseCode.ABNORMAL_CLOSURE
+        await send_quietly(self.stream, error_response(status, body, headers), self.options.close_timeout)
+        await trio.aclose_forcefully(self.stream)
+
+    # --------------------------------------------------------------- receive
+
+    async def receive(self) -> str | bytes:
+        """The next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises :class:`WebSocketDisconnect` once the connection is closed and every earlier message
+        was received.
+        """
+        if self._conn is None:
+            raise RuntimeError("receive() before the connection was accepted")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving from this WebSocket")
+        self._receiving = True
+        try:
+            message = await self._queue_receive.receive()
+        except trio.EndOfChannel:
+            raise self._disconnect() from None
+        finally:
+            self._receiving = False
+        self._dequeued(message)
+        return message.data
+
+    async def receive_text(self) -> str:
+        """The next message, which must be text; a binary one closes the connection with 1003 and
+        raises :class:`WebSocketDisconnect`."""
+        data = await self.receive()
+        if not isinstance(data, str):
+            await self._wrong_type("a text message was expected, binary arrived")
+        assert isinstance(data, str)
+        return data
+
+    async def receive_bytes(self) -> bytes:
+        """The next message, which must be binary; a text one closes with 1003 and raises."""
+        data = await self.receive()
+        if not isinstance(data, bytes):
+            await self._wrong_type("a binary message was expected, text arrived")
+        assert isinstance(data, bytes)
+        return data
+
+    async def _wrong_type(self, reason: str) -> None:
+        await self.close(CloseCode.UNSUPPORTED_DATA, reason)
+        raise WebSocketDisconnect(CloseCode.UNSUPPORTED_DATA, reason)
+
+    async def receive_json(self, mode: Literal["text", "binary"] = "text") -> Any:
+        """The next message parsed as JSON, from a text (``mode="text"``) or binary message.
+
+        Invalid JSON closes the connection with 1007 and raises :class:`WebSocketDisconnect`."""
+        data = await (self.receive_text() if mode == "text" else self.receive_bytes())
+        try:
+            return json.loads(data)
+        except ValueError:
+            await self.close(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid JSON")
+            raise WebSocketDisconnect(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid JSON") from None
+
+    def iter_text(self) -> AsyncIterator[str]:
+        """Text messages until the peer closes with 1000 or 1001 (then the loop ends); another close
+        code raises :class:`WebSocketDisconnect`."""
+        return _Messages(self, self.receive_text)
+
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Binary messages until a normal close (see :meth:`iter_text`)."""
+        return _Messages(self, self.receive_bytes)
+
+    def iter_json(self, mode: Literal["text", "binary"] = "text") -> AsyncIterator[Any]:
+        """JSON messages until a normal close (see :meth:`iter_text`)."""
+
+        async def receive() -> Any:
+            return await self.receive_json(mode)
+
+        return _Messages(self, receive)
+
+    # ------------------------------------------------------------------ send
+
+    def _protocol(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("send before the connection was accepted")
+        return self._conn
+
+    async def send_text(self, data: str) -> None:
+        """Send one text message."""
+        await self._write(self._protocol().send_text, data)
+
+    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        """Send one binary message."""
+        await self._write(self._protocol().send_bytes, data)
+
+    async def send_json(self, data: Any, mode: Literal["text", "binary"] = "text") -> None:
+        """Send ``data`` encoded as JSON, in a text (``mode="text"``) or binary message."""
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        if mode == "text":
+            await self.send_text(text)
+        else:
+            await self.send_bytes(text.encode("utf-8"))
+
+    async def send_fragments(self, fragments: Iterable[str | bytes] | AsyncIterable[str | bytes]) -> None:
+        """Send one message in fragments, one frame each; all ``str`` (text) or all ``bytes``.
+
+        Other messages wait until this one is complete; pings and pongs may still go in between.
+        """
+        conn = self._protocol()
+        async with self._write_lock:
+            if self._broken:
+                raise self._disconnect()
+            previous: str | bytes | None = None
+            try:
+                if isinstance(fragments, AsyncIterable):
+                    async for fragment in fragments:
+                        if previous is not None:
+                            await self._send_raw(conn.send_fragment(previous, fin=False))
+                        previous = fragment
+                else:
+                    for fragment in fragments:
+                        if previous is not None:
+                            await self._send_raw(conn.send_fragment(previous, fin=False))
+                        previous = fragment
+                if previous is None:
+                    raise ValueError("send_fragments() needs at least one fragment")
+                await self._send_raw(conn.send_fragment(previous, fin=True))
+            except LocalProtocolError:
+                raise self._disconnect() from None
+
+    async def ping(self, payload: bytes | None = None) -> float:
+        """Send a ping and wait for its pong; return the round-trip time in seconds (also kept in
+        :attr:`latency`). Raises :class:`WebSocketDisconnect` if the connection closes first."""
+        if payload is None:
+            payload = os.urandom(4)
+            while payload in self._pings:
+                payload = os.urandom(4)
+        elif payload in self._pings:
+            raise ValueError("a ping with this payload is already waiting for its pong")
+        event = trio.Event()
+        sent_at = trio.current_time()
+        self._pings[payload] = (sent_at, event)
+        try:
+            await self._write(self._protocol().send_ping, payload)
+            await event.wait()
+        except BaseException:
+            self._pings.pop(payload, None)
+            raise
+        if payload in self._pings:  # woken by the end of the connection, not by a pong
+            del self._pings[payload]
+            raise self._disconnect()
+        return trio.current_time() - sent_at
+
+    async def pong(self, payload: bytes = b"") -> None:
+        """Send an unsolicited pong (a one-way heartbeat)."""
+        await self._write(self._protocol().send_pong, payload)
+
+    # ----------------------------------------------------------------- close
+
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close the connection with ``code`` and ``reason`` and wait for the closing handshake,
+        at most ``close_timeout`` seconds, shielded from cancellation; then the stream is closed.
+
+        Before :meth:`accept` on a server, it refuses the handshake with HTTP 403. Closing an
+        already closed connection does nothing. Messages that arrive meanwhile are discarded.
+        """
+        if self._conn is None:
+            if self.role is Role.SERVER and self.application_state is WebSocketState.CONNECTING:
+                await self.reject(403)
+            else:
+                await trio.lowlevel.checkpoint()
+            return
+        self.application_state = WebSocketState.DISCONNECTED
+        conn = self._conn
+        with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
+            self._draining = True
+            self._deliver_scope.cancel()
+            if self._resume_reading is not None:
+                self._resume_reading.set()
+            async with self._write_lock:
+                if conn.state is ConnectionState.OPEN and not self._broken:
+                    with contextlib.suppress(WebSocketDisconnect):
+                        await self._send_raw(conn.send_close(code, reason))
+            await self._reader_done.wait()
+        if not self._reader_done.is_set():
+            self._broken = True
+            await trio.aclose_forcefully(self.stream)
+        await trio.lowlevel.checkpoint()
+
+
+async def send_quietly(stream: trio.abc.Stream, data: bytes, give_up_after: float) -> None:
+    """Send ``data`` (an HTTP answer) if the peer is there; give up after ``give_up_after`` s."""
+    with (
+        trio.move_on_after(give_up_after),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(data)
+
+
+@final
+class _Messages(AsyncIterator[Any]):
+    """Iterates over received messages; ends on close 1000/1001 (no async generator, no nursery)."""
+
+    def __init__(self, ws: WebSocket, receive: Any) -> None:
+        self._ws = ws
+        self._receive = receive
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._receive()
+        except WebSocketDisconnect as exc:
+            if exc.code in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
+                raise StopAsyncIteration from None
+            raise

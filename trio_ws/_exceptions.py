@@ -1,0 +1,49 @@
+"""Exceptions of the public API."""
+
+from __future__ import annotations
+
+from .protocol import CloseCode
+
+__all__ = ["HandshakeRejected", "WebSocketClose", "WebSocketDisconnect", "ConnectionClosed"]
+
+
+class WebSocketDisconnect(Exception):
+    """The connection is closed (or closing): raised by receives once every message that arrived
+    before the close has been delivered, and by sends after the close.
+
+    ``code`` is the peer's close code, the code this side failed the connection with (1002, 1007,
+    1009, 1011 …), or 1006 when the connection dropped with no close frame.
+    """
+
+    def __init__(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"WebSocket closed with code {self.code}" + (f": {self.reason}" if self.reason else "")
+
+
+#: The name the ``websockets`` library and trio-websocket use; the same class.
+ConnectionClosed = WebSocketDisconnect
+
+
+class WebSocketClose(Exception):
+    """Raise it from a handler to close the connection with ``code`` and ``reason``."""
+
+    def __init__(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class HandshakeRejected(Exception):
+    """The server refused the opening handshake (client side). ``status`` is its HTTP status
+    (0 when its response was not a valid handshake response), ``headers`` and ``body`` what it sent."""
+
+    def __init__(self, status: int, reason: str, headers: object = None, body: bytes = b"") -> None:
+        super().__init__(f"{status}: {reason}" if status else reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body

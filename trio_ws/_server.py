@@ -1,0 +1,333 @@
+"""The server: listeners, the opening handshake, one nursery per connection, graceful shutdown."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, final
+
+import trio
+
+from ._connection import WebSocket, WebSocketOptions, WebSocketState, send_quietly
+from ._exceptions import WebSocketClose, WebSocketDisconnect
+from .protocol import (
+    CloseCode,
+    Connection,
+    HandshakeError,
+    Request,
+    RequestParser,
+    Role,
+    build_response,
+    error_response,
+    subprotocols,
+    validate_request,
+)
+
+__all__ = ["Handler", "WebSocketServer", "open_websocket_server", "serve_websocket"]
+
+logger = logging.getLogger("trio_ws")
+
+#: ``async def handler(ws: WebSocket, **path_params) -> None``; a ``Router`` is one too.
+Handler = Callable[..., Awaitable[None]]
+
+_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_ACCEPT_RETRY_DELAY = 0.1
+
+
+def peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    """The ``(host, port)`` of the peer of a socket stream (or TLS over one); ``None`` otherwise."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        try:
+            address = stream.socket.getpeername()
+        except OSError:
+            return None
+        return (str(address[0]), int(address[1]))
+    return None
+
+
+@final
+class WebSocketServer:
+    """A running server (from :func:`open_websocket_server` or :func:`serve_websocket`).
+
+    ``connections`` holds the open connections; :meth:`aclose` shuts down gracefully.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        options: WebSocketOptions,
+        *,
+        listeners: Sequence[trio.abc.Listener[Any]] = (),
+        subprotocols: Sequence[str] = (),
+        server_header: str | None = "trio_ws",
+        max_request_size: int = 16 * 1024,
+    ) -> None:
+        self.handler = handler
+        self.options = options
+        self.listeners = list(listeners)
+        self.subprotocols = list(subprotocols)
+        self.server_header = server_header
+        self.max_request_size = max_request_size
+        #: The open (accepted) connections.
+        self.connections: set[WebSocket] = set()
+        # Each connection's cancel scope -> its WebSocket, or its stream while the request is read.
+        self._scopes: dict[trio.CancelScope, WebSocket | trio.abc.Stream] = {}
+        self._listener_scope = trio.CancelScope()
+        self._idle = trio.Event()
+        self._idle.set()
+        self._closing = False
+        self._closed = trio.Event()
+
+    @property
+    def port(self) -> int:
+        """The port of the first TCP listener."""
+        for listener in self.listeners:
+            while isinstance(listener, trio.SSLListener):
+                listener = listener.transport_listener
+            if isinstance(listener, trio.SocketListener):
+                return int(listener.socket.getsockname()[1])
+        raise RuntimeError("the server has no TCP listener")
+
+    # -------------------------------------------------------------- listeners
+
+    async def _run_listeners(self, nursery: trio.Nursery) -> None:
+        try:
+            with self._listener_scope:
+                async with trio.open_nursery() as listen:
+                    for listener in self.listeners:
+                        listen.start_soon(self._accept_loop, listener, nursery)
+        finally:  # also when an outer cancellation goes through _listener_scope
+            for listener in self.listeners:
+                await trio.aclose_forcefully(listener)
+
+    async def _accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RETRY_ERRNOS:
+                    raise
+                logger.error("accept failed (%s); retrying in %ss", exc, _ACCEPT_RETRY_DELAY)
+                await trio.sleep(_ACCEPT_RETRY_DELAY)
+                continue
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            nursery.start_soon(self.serve_stream, stream)
+
+    # ------------------------------------------------------------ connections
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection over ``stream`` (already accepted), until it is closed.
+
+        Never raises but for cancellation: the handler's errors are logged and close the connection
+        with 1011. The connection is shielded from outside cancellation; :meth:`aclose` ends it.
+        """
+        with trio.CancelScope(shield=True) as scope:
+            self._scopes[scope] = stream
+            self._idle = trio.Event()
+            try:
+                await self._serve(stream, scope)
+            except Exception:
+                logger.exception("connection failed")
+            finally:
+                del self._scopes[scope]
+                if not self._scopes:
+                    self._idle.set()
+                await trio.aclose_forcefully(stream)
+
+    async def _answer(self, stream: trio.abc.Stream, data: bytes) -> None:
+        await send_quietly(stream, data, self.options.close_timeout)
+
+    async def _serve(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+        if self._closing:
+            await self._answer(stream, error_response(503, "server shutting down"))
+            return
+        parser = RequestParser(max_size=self.max_request_size)
+        request = None
+        try:
+            with trio.move_on_after(self.options.open_timeout) as timeout:
+                if isinstance(stream, trio.SSLStream):
+                    await stream.do_handshake()
+                while request is None:
+                    request = parser.receive_data(await stream.receive_some(65536))
+            if timeout.cancelled_caught or request is None:
+                logger.debug("opening handshake timed out")
+                return
+            key = validate_request(request)
+        except HandshakeError as exc:
+            await self._answer(stream, error_response(exc.status, exc.reason + "\n", exc.headers))
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
+            return
+        ws = WebSocket(stream, Role.SERVER, self.options, request=request, client=peer_address(stream))
+        self._scopes[scope] = ws
+        async with trio.open_nursery() as nursery:
+
+            async def accept(ws: WebSocket, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
+                await self._accept(ws, request, key, subprotocol, headers, nursery, parser.trailing)
+
+            ws._accept_hook = accept
+            try:
+                await self._run_handler(ws)
+            finally:
+                self.connections.discard(ws)
+                nursery.cancel_scope.cancel()
+
+    async def _accept(
+        self,
+        ws: WebSocket,
+        request: Request,
+        key: str,
+        subprotocol: str | None,
+        headers: list[tuple[str, str]],
+        nursery: trio.Nursery,
+        trailing: bytes,
+    ) -> None:
+        offered = subprotocols(request.headers)
+        if subprotocol is None:
+            subprotocol = next((p for p in offered if p in self.subprotocols), None)
+        elif subprotocol not in offered:
+            raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client: {offered}")
+        if self.server_header is not None:
+            headers = [*headers, ("Server", self.server_header)]
+        if self._closing:
+            await ws.reject(503, "server shutting down")
+            raise WebSocketDisconnect(CloseCode.GOING_AWAY, "server shutting down")
+        response = build_response(key, subprotocol=subprotocol, headers=headers)
+        ws.subprotocol = subprotocol
+        await ws._send_raw(response)
+        ws._start(
+            Connection(Role.SERVER, max_message_size=self.options.max_message_size),
+            nursery,
+            trailing,
+        )
+        self.connections.add(ws)
+
+    async def _run_handler(self, ws: WebSocket) -> None:
+        try:
+            await self.handler(ws)
+        except WebSocketClose as exc:
+            await ws.close(exc.code, exc.reason)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            logger.exception("handler for %s failed", ws.path)
+            if ws.application_state is WebSocketState.CONNECTING:
+                await ws.reject(500, "internal server error")
+            else:
+                await ws.close(CloseCode.INTERNAL_ERROR)
+        if ws.application_state is WebSocketState.CONNECTING:
+            await ws.reject(403)  # the handler returned without accepting (the ASGI convention)
+        else:
+            await ws.close()
+
+    # --------------------------------------------------------------- shutdown
+
+    async def aclose(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
+        """Shut down gracefully: stop accepting, answer handshakes in progress with 503, close every
+        connection with ``code`` (1001), wait up to ``close_timeout`` for the closing handshakes and
+        the handlers, then cancel what is left. Shielded from cancellation; calling it again waits
+        for the first call to finish."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            self._listener_scope.cancel()
+            with trio.move_on_after(self.options.close_timeout):
+                async with trio.open_nursery() as nursery:
+                    for scope, ws in list(self._scopes.items()):
+                        nursery.start_soon(self._shutdown_one, scope, ws, code, reason)
+                await self._idle.wait()
+            for scope in list(self._scopes):
+                scope.cancel()
+            await self._idle.wait()
+            self._closed.set()
+
+    async def _shutdown_one(
+        self, scope: trio.CancelScope, ws: WebSocket | trio.abc.Stream, code: int, reason: str
+    ) -> None:
+        if not isinstance(ws, WebSocket):  # still reading the request
+            if not isinstance(ws, trio.SSLStream):
+                await self._answer(ws, error_response(503, "server shutting down\n"))
+            scope.cancel()
+        elif ws.application_state is WebSocketState.CONNECTING:
+            await ws.reject(503, "server shutting down")
+            scope.cancel()
+        else:
+            await ws.close(code, reason)
+
+
+@asynccontextmanager
+async def open_websocket_server(
+    handler: Handler,
+    host: str | bytes | None = None,
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    listeners: Sequence[trio.abc.Listener[Any]] | None = None,
+    subprotocols: Sequence[str] = (),
+    server_header: str | None = "trio_ws",
+    max_request_size: int = 16 * 1024,
+    **options: Any,
+) -> AsyncIterator[WebSocketServer]:
+    """Serve ``handler`` on ``host:port`` (or on ready-made ``listeners``) for the block's duration.
+
+    Keyword ``options`` are :class:`WebSocketOptions` fields. Leaving the block — normally, by an
+    exception or by cancellation — shuts down gracefully (see :meth:`WebSocketServer.aclose`).
+
+    Error handling: an exception raised in the block propagates unchanged. Errors of the server's own
+    tasks (a listener failing with an unexpected ``OSError``) arrive as an ``ExceptionGroup``.
+    """
+    opts = WebSocketOptions(**options)
+    if listeners is None:
+        tcp = await trio.open_tcp_listeners(port, host=host)
+        listeners = (
+            [trio.SSLListener(lst, ssl_context, https_compatible=False) for lst in tcp]
+            if ssl_context is not None
+            else tcp
+        )
+    server = WebSocketServer(
+        handler,
+        opts,
+        listeners=listeners,
+        subprotocols=subprotocols,
+        server_header=server_header,
+        max_request_size=max_request_size,
+    )
+    error: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server._run_listeners, nursery)
+        try:
+            yield server
+        except Exception as exc:
+            error = exc
+        finally:
+            await server.aclose()
+    if error is not None:
+        raise error
+
+
+async def serve_websocket(
+    handler: Handler,
+    host: str | bytes | None,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve ``handler`` until cancelled; cancellation is a graceful shutdown (close 1001 to every
+    connection, bounded by ``close_timeout``). Calls ``task_status.started(server)`` once listening.
+
+    Options are those of :func:`open_websocket_server`.
+    """
+    async with open_websocket_server(handler, host, port, ssl_context=ssl_context, **options) as server:
+        task_status.started(server)
+        await trio.sleep(math.inf)

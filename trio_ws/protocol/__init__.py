@@ -1,0 +1,62 @@
+"""The sans-I/O WebSocket protocol: handshake, RFC 6455 framing, and the connection state machine.
+
+Nothing here imports trio or touches sockets or clocks: bytes in, events out.
+"""
+
+from ._connection import Connection, ConnectionState, Role
+from ._errors import HandshakeError, LocalProtocolError, ProtocolError
+from ._events import BytesMessage, CloseReceived, Event, Ping, Pong, TextMessage
+from ._extensions import Extension
+from ._frames import CloseCode, Opcode, apply_mask, encode_frame, is_wire_close_code
+from ._handshake import (
+    ExtensionOffer,
+    Request,
+    RequestParser,
+    Response,
+    ResponseParser,
+    accept_key,
+    build_request,
+    build_response,
+    error_response,
+    parse_extensions,
+    subprotocols,
+    validate_request,
+    validate_response,
+)
+from ._headers import Headers, check_header
+
+__all__ = [
+    "BytesMessage",
+    "CloseCode",
+    "CloseReceived",
+    "Connection",
+    "ConnectionState",
+    "Event",
+    "Extension",
+    "ExtensionOffer",
+    "HandshakeError",
+    "Headers",
+    "LocalProtocolError",
+    "Opcode",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Request",
+    "RequestParser",
+    "Response",
+    "ResponseParser",
+    "Role",
+    "TextMessage",
+    "accept_key",
+    "apply_mask",
+    "build_request",
+    "build_response",
+    "check_header",
+    "encode_frame",
+    "error_response",
+    "is_wire_close_code",
+    "parse_extensions",
+    "subprotocols",
+    "validate_request",
+    "validate_response",
+]

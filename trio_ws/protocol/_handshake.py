@@ -1,0 +1,357 @@
+"""The opening handshake (RFC 6455 §4), both sides, over any chunking of the bytes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from http import HTTPStatus
+
+import attrs
+
+from ._errors import HandshakeError
+from ._headers import Headers, check_header, header_tokens, is_token
+
+__all__ = [
+    "ExtensionOffer",
+    "Request",
+    "RequestParser",
+    "Response",
+    "ResponseParser",
+    "accept_key",
+    "build_request",
+    "build_response",
+    "error_response",
+    "parse_extensions",
+    "validate_request",
+    "validate_response",
+]
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_REQUEST_SIZE = 16 * 1024
+MAX_HEADERS = 128
+
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d)\.(\d)")
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
+_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
+_EXT_PARAM = re.compile(r'\s*([^\s=;,"]+)\s*(?:=\s*(?:([^\s;,"]+)|"([^"\\]*)"))?\s*')
+
+ExtensionOffer = tuple[str, list[tuple[str, str | None]]]
+
+
+def accept_key(key: str | bytes) -> str:
+    """``Sec-WebSocket-Accept`` for ``key`` (§4.2.2): base64(SHA-1(key + GUID))."""
+    raw = key.encode("ascii") if isinstance(key, str) else key
+    return base64.b64encode(hashlib.sha1(raw + GUID).digest()).decode("ascii")
+
+
+@attrs.frozen
+class Request:
+    """An HTTP request head, as received."""
+
+    method: str
+    target: str
+    headers: Headers
+    http_version: str = "1.1"
+
+    @property
+    def is_upgrade(self) -> bool:
+        """Whether it asks to upgrade to WebSocket (a plain HTTP request does not)."""
+        return any(t.lower() == "websocket" for t in header_tokens(self.headers, "upgrade"))
+
+
+@attrs.frozen
+class Response:
+    """An HTTP response head, as received by a client."""
+
+    status: int
+    reason: str
+    headers: Headers
+
+
+class _HeadParser:
+    def __init__(self, max_size: int, max_headers: int) -> None:
+        self.max_size = max_size
+        self.max_headers = max_headers
+        self._buf = bytearray()
+        #: Bytes that came after the head (the first frames, possibly): hand them to the connection.
+        self.trailing = b""
+
+    def _feed(self, data: bytes | bytearray) -> list[bytes] | None:
+        start = max(0, len(self._buf) - 3)
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n", start)
+        if end < 0:
+            if len(self._buf) > self.max_size:
+                raise HandshakeError(431, "request header block too large")
+            return None
+        if end + 4 > self.max_size:
+            raise HandshakeError(431, "request header block too large")
+        self.trailing = bytes(self._buf[end + 4 :])
+        lines = bytes(self._buf[:end]).split(b"\r\n")
+        self._buf = bytearray()
+        if len(lines) - 1 > self.max_headers:
+            raise HandshakeError(431, "too many request headers")
+        return lines
+
+    @staticmethod
+    def _headers(lines: list[bytes], status: int) -> Headers:
+        items = []
+        for line in lines:
+            m = _HEADER.fullmatch(line)
+            if m is None:
+                raise HandshakeError(status, "malformed header line")
+            items.append((m[1], m[2]))
+        return Headers(items)
+
+
+class RequestParser(_HeadParser):
+    """Reads an HTTP/1.1 request head from bytes in any chunking.
+
+    ``max_size`` bounds the head (431 beyond), ``max_headers`` the header lines (431 beyond).
+    """
+
+    def __init__(self, max_size: int = MAX_REQUEST_SIZE, max_headers: int = MAX_HEADERS) -> None:
+        super().__init__(max_size, max_headers)
+
+    def receive_data(self, data: bytes | bytearray) -> Request | None:
+        """Return the request once its head is complete, else ``None`` (feed more).
+
+        ``b""`` (end of stream) before the head is complete raises 400. Malformed input raises
+        :class:`HandshakeError` with the status to answer. Next: :func:`validate_request`, and pass
+        :attr:`trailing` to the connection.
+        """
+        if not data:
+            raise HandshakeError(400, "connection closed before the request was complete")
+        lines = self._feed(data)
+        if lines is None:
+            return None
+        m = _REQUEST_LINE.fullmatch(lines[0])
+        if m is None:
+            raise HandshakeError(400, "malformed request line")
+        return Request(
+            method=m[1].decode("ascii"),
+            target=m[2].decode("latin-1"),
+            headers=self._headers(lines[1:], 400),
+            http_version=f"{m[3].decode()}.{m[4].decode()}",
+        )
+
+
+class ResponseParser(_HeadParser):
+    """Reads the server's response head, on the client."""
+
+    def __init__(self, max_size: int = MAX_REQUEST_SIZE, max_headers: int = MAX_HEADERS) -> None:
+        super().__init__(max_size, max_headers)
+
+    def receive_data(self, data: bytes | bytearray) -> Response | None:
+        """Return the response once its head is complete, else ``None``; next: :func:`validate_response`."""
+        if not data:
+            raise HandshakeError(0, "connection closed before the handshake response")
+        try:
+            lines = self._feed(data)
+        except HandshakeError as exc:
+            raise HandshakeError(0, f"invalid response: {exc.reason}") from None
+        if lines is None:
+            return None
+        m = _STATUS_LINE.fullmatch(lines[0])
+        if m is None:
+            raise HandshakeError(0, "malformed status line")
+        try:
+            headers = self._headers(lines[1:], 0)
+        except HandshakeError as exc:
+            raise HandshakeError(0, f"invalid response: {exc.reason}") from None
+        return Response(int(m[1]), (m[2] or b"").decode("latin-1"), headers)
+
+
+def _single(headers: Headers, name: str, status: int = 400) -> str:
+    values = headers.getlist(name)
+    if len(values) != 1:
+        raise HandshakeError(status, f"{'missing' if not values else 'repeated'} {name} header")
+    return values[0]
+
+
+def validate_request(request: Request) -> str:
+    """Check a WebSocket upgrade request (§4.2.1) and return its ``Sec-WebSocket-Key``.
+
+    Raises :class:`HandshakeError`: 405 for a method other than GET, 426 for a plain HTTP request
+    (with ``Upgrade: websocket``) or a version other than 13 (with ``Sec-WebSocket-Version: 13``),
+    400 for anything else malformed.
+    """
+    headers = request.headers
+    if request.method != "GET":
+        raise HandshakeError(405, "the WebSocket handshake must be a GET", [("Allow", "GET")])
+    if request.http_version != "1.1":
+        raise HandshakeError(400, "the WebSocket handshake needs HTTP/1.1")
+    if not request.is_upgrade:
+        raise HandshakeError(
+            426,
+            "this resource is a WebSocket endpoint",
+            [("Upgrade", "websocket"), ("Connection", "Upgrade")],
+        )
+    if not any(t.lower() == "upgrade" for t in header_tokens(headers, "connection")):
+        raise HandshakeError(400, "Connection header does not contain 'upgrade'")
+    _single(headers, "host")
+    versions = headers.getlist("sec-websocket-version")
+    if versions != ["13"]:
+        raise HandshakeError(
+            426 if versions else 400,
+            "unsupported WebSocket version" if versions else "missing Sec-WebSocket-Version",
+            [("Sec-WebSocket-Version", "13")],
+        )
+    key = _single(headers, "sec-websocket-key")
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        valid = False
+    if not valid:
+        raise HandshakeError(400, "invalid Sec-WebSocket-Key")
+    subprotocols(headers)  # malformed lists are refused here, not later
+    parse_extensions(headers, 400)
+    return key
+
+
+def subprotocols(headers: Headers, status: int = 400) -> list[str]:
+    """The subprotocols offered in ``Sec-WebSocket-Protocol``, in order."""
+    names = header_tokens(headers, "sec-websocket-protocol")
+    for name in names:
+        if not is_token(name):
+            raise HandshakeError(status, f"invalid subprotocol {name!r}")
+    return names
+
+
+def parse_extensions(headers: Headers, status: int = 400) -> list[ExtensionOffer]:
+    """The ``Sec-WebSocket-Extensions`` list (§9.1): ``[(name, [(param, value or None), ...]), ...]``."""
+    out: list[ExtensionOffer] = []
+    for element in header_tokens(headers, "sec-websocket-extensions"):
+        name, *params = element.split(";")
+        name = name.strip()
+        if not is_token(name):
+            raise HandshakeError(status, f"invalid extension {element!r}")
+        parsed: list[tuple[str, str | None]] = []
+        for param in params:
+            m = _EXT_PARAM.fullmatch(param)
+            value = None if m is None else m[2] if m[2] is not None else m[3]
+            if m is None or not is_token(m[1]) or (value is not None and not is_token(value)):
+                raise HandshakeError(status, f"invalid extension parameter in {element!r}")
+            parsed.append((m[1], value))
+        out.append((name, parsed))
+    return out
+
+
+def _head(first_line: str, headers: Sequence[tuple[str | bytes, str | bytes]]) -> bytes:
+    parts = [first_line.encode("latin-1"), b"\r\n"]
+    for name, value in headers:
+        bname, bvalue = check_header(name, value)
+        parts += [bname, b": ", bvalue, b"\r\n"]
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def build_response(
+    key: str,
+    *,
+    subprotocol: str | None = None,
+    extensions: str | None = None,
+    headers: Sequence[tuple[str | bytes, str | bytes]] = (),
+) -> bytes:
+    """The ``101 Switching Protocols`` response that accepts the request with ``key``."""
+    fields: list[tuple[str | bytes, str | bytes]] = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_key(key)),
+    ]
+    if subprotocol is not None:
+        fields.append(("Sec-WebSocket-Protocol", subprotocol))
+    if extensions:
+        fields.append(("Sec-WebSocket-Extensions", extensions))
+    fields.extend(headers)
+    return _head("HTTP/1.1 101 Switching Protocols", fields)
+
+
+def error_response(
+    status: int,
+    body: str | bytes | None = None,
+    headers: Sequence[tuple[str | bytes, str | bytes]] = (),
+    *,
+    content_type: str = "text/plain; charset=utf-8",
+) -> bytes:
+    """An HTTP response that refuses (or answers) a request and closes the connection.
+
+    ``body`` defaults to the status's phrase; ``headers`` are added as given.
+    """
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    if body is None:
+        body = f"{status} {phrase}\n"
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    fields: list[tuple[str | bytes, str | bytes]] = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(data))),
+        ("Connection", "close"),
+    ]
+    fields.extend(headers)
+    return _head(f"HTTP/1.1 {status} {phrase}", fields) + data
+
+
+def build_request(
+    host: str,
+    resource: str,
+    *,
+    key: str | None = None,
+    subprotocols: Sequence[str] = (),
+    extensions: str | None = None,
+    headers: Sequence[tuple[str | bytes, str | bytes]] = (),
+) -> tuple[bytes, str]:
+    """The client's upgrade request, and the key to check the response against."""
+    if key is None:
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+    if not resource.startswith("/") or any(c in resource for c in " \r\n"):
+        raise ValueError(f"invalid resource {resource!r}")
+    fields: list[tuple[str | bytes, str | bytes]] = [
+        ("Host", host),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    if subprotocols:
+        fields.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    if extensions:
+        fields.append(("Sec-WebSocket-Extensions", extensions))
+    fields.extend(headers)
+    return _head(f"GET {resource} HTTP/1.1", fields), key
+
+
+def validate_response(
+    response: Response,
+    key: str,
+    offered_subprotocols: Sequence[str] = (),
+    offered_extensions: Sequence[str] = (),
+) -> tuple[str | None, list[ExtensionOffer]]:
+    """Check the server's answer (§4.1); return the chosen subprotocol and extensions.
+
+    Raises :class:`HandshakeError` with the server's status when it refused (anything but 101), and
+    with status 0 when a 101 response is invalid.
+    """
+    if response.status != 101:
+        raise HandshakeError(response.status, f"server refused the handshake: {response.reason}")
+    headers = response.headers
+    if not any(t.lower() == "websocket" for t in header_tokens(headers, "upgrade")):
+        raise HandshakeError(0, "response has no 'Upgrade: websocket'")
+    if not any(t.lower() == "upgrade" for t in header_tokens(headers, "connection")):
+        raise HandshakeError(0, "response has no 'Connection: upgrade'")
+    if headers.getlist("sec-websocket-accept") != [accept_key(key)]:
+        raise HandshakeError(0, "wrong Sec-WebSocket-Accept")
+    chosen = subprotocols(headers, 0)
+    if len(chosen) > 1 or (chosen and chosen[0] not in offered_subprotocols):
+        raise HandshakeError(0, f"server chose a subprotocol that was not offered: {chosen}")
+    extensions = parse_extensions(headers, 0)
+    for name, _ in extensions:
+        if name not in offered_extensions:
+            raise HandshakeError(0, f"server chose an extension that was not offered: {name}")
+    return (chosen[0] if chosen else None), extensions

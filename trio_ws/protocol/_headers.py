@@ -1,0 +1,95 @@
+"""Immutable, case-insensitive, multi-valued HTTP headers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import final
+
+__all__ = ["Headers", "check_header", "header_tokens"]
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _b(s: str | bytes) -> bytes:
+    return s.encode("latin-1") if isinstance(s, str) else s
+
+
+def check_header(name: str | bytes, value: str | bytes) -> tuple[bytes, bytes]:
+    """Return ``(name, value)`` as bytes, refusing a name that is not an HTTP token or a value with
+    CR, LF or other control characters (header injection). Raises :class:`ValueError`."""
+    try:
+        bname, bvalue = _b(name), _b(value)
+    except UnicodeEncodeError:
+        raise ValueError(f"header {name!r}: only Latin-1 text can be sent") from None
+    if not _TOKEN.fullmatch(bname):
+        raise ValueError(f"invalid header name {name!r}")
+    if _BAD_VALUE.search(bvalue):
+        raise ValueError(f"header {name!r}: value has CR, LF or another control character")
+    return bname, bvalue
+
+
+@final
+class Headers(Mapping[str, str]):
+    """Request or response headers, as received: immutable, names case-insensitive, each name may
+    repeat. ``headers["x"]`` is the first value, ``getlist("x")`` all of them in order, ``raw`` the
+    ``(name, value)`` byte pairs as they came on the wire."""
+
+    __slots__ = ("_index", "_raw")
+
+    def __init__(self, raw: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
+        self._raw = tuple((_b(k), _b(v)) for k, v in raw)
+        index: dict[str, list[str]] = {}
+        for k, v in self._raw:
+            index.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
+        self._index = index
+
+    @property
+    def raw(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The headers as ``(name, value)`` byte pairs, in order, names in their original case."""
+        return self._raw
+
+    def __getitem__(self, name: str) -> str:
+        return self._index[name.lower()][0]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def getlist(self, name: str) -> list[str]:
+        """Every value of ``name``, in order; ``[]`` when absent."""
+        return list(self._index.get(name.lower(), ()))
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """Every ``(lower-case name, value)`` pair, in order, repeats included."""
+        return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self._raw]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return sorted(self.multi_items()) == sorted(other.multi_items())
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.multi_items())))
+
+    def __repr__(self) -> str:
+        return f"Headers({self.multi_items()!r})"
+
+
+def header_tokens(headers: Headers, name: str) -> list[str]:
+    """The comma-separated elements of every ``name`` header, stripped, empty ones dropped (RFC 9110
+    §5.6.1)."""
+    out: list[str] = []
+    for value in headers.getlist(name):
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return out
+
+
+def is_token(value: str) -> bool:
+    return _TOKEN.fullmatch(value.encode("latin-1", "replace")) is not None
