@@ -120,7 +120,8 @@ class WebSocket:
         self._receiving = False
         self._broken = False
         self._reader_done = trio.Event()
-        self._pings: dict[bytes, tuple[float, trio.Event]] = {}
+        self._pings: dict[bytes, tuple[float, trio.Event]] = {}  # payload -> (sent at, answered)
+        self._round_trips: dict[bytes, float] = {}  # payload -> seconds, until ping() takes it
         self._nursery: trio.Nursery | None = None
         self._close_code: int | None = None
         self._close_reason = ""
@@ -310,6 +311,7 @@ class WebSocket:
         # A pong answers its ping and every earlier one (RFC 6455 §5.5.3).
         for key in list(self._pings):
             sent_at, event = self._pings.pop(key)
+            self._round_trips[key] = now - sent_at
             event.set()
             if key == payload:
                 self.latency = now - sent_at
@@ -504,7 +506,7 @@ class WebSocket:
         if payload in self._pings:  # woken by the end of the connection, not by a pong
             del self._pings[payload]
             raise self._disconnect()
-        return trio.current_time() - sent_at
+        return self._round_trips.pop(payload)
 
     async def pong(self, payload: bytes = b"") -> None:
         """Send an unsolicited pong (a one-way heartbeat)."""

@@ -114,25 +114,32 @@ async def open_test_client(
     Keyword ``options`` (:class:`~trio_ws.WebSocketOptions` fields) apply to both ends; keepalive
     pings are off unless asked for. A refused handshake raises :class:`~trio_ws.HandshakeRejected`
     with the HTTP status. Leaving the block closes the connection and waits for the handler.
+    Exceptions raised in the block propagate unchanged (no ``ExceptionGroup``).
     """
     options.setdefault("ping_interval", None)
     opts = WebSocketOptions(**options)
     server = WebSocketServer(handler, opts, subprotocols=server_subprotocols)
     client_stream, server_stream = trio.testing.memory_stream_pair()
     resource = path + (f"?{query_string}" if query_string else "")
+    error: Exception | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve_stream, server_stream)
         try:
-            ws, conn, trailing = await connect_websocket(
-                client_stream,
-                "testserver",
-                resource,
-                opts,
-                subprotocols=subprotocols,
-                headers=headers,
-            )
-        except BaseException:
-            await trio.aclose_forcefully(client_stream)
-            raise
-        async with _run_client(ws, conn, trailing):
-            yield TestClient(ws)
+            try:
+                ws, conn, trailing = await connect_websocket(
+                    client_stream,
+                    "testserver",
+                    resource,
+                    opts,
+                    subprotocols=subprotocols,
+                    headers=headers,
+                )
+            except BaseException:
+                await trio.aclose_forcefully(client_stream)
+                raise
+            async with _run_client(ws, conn, trailing):
+                yield TestClient(ws)
+        except Exception as exc:  # raised again, unchanged, once the nursery is done
+            error = exc
+    if error is not None:
+        raise error

@@ -1,0 +1,344 @@
+"""The WebSocket API, both ends, through the test client (real protocol and server code paths)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+from trio_ws import (
+    CloseCode,
+    HandshakeRejected,
+    WebSocket,
+    WebSocketClose,
+    WebSocketDisconnect,
+    WebSocketOptions,
+    WebSocketServer,
+    WebSocketState,
+)
+from trio_ws.protocol import CloseReceived, Connection, Ping, Role, build_request
+from trio_ws.testing import open_test_client
+
+
+async def echo(ws: WebSocket) -> None:
+    await ws.accept()
+    async for message in ws.iter_text():
+        await ws.send_text(message)
+
+
+async def test_echo_and_normal_close() -> None:
+    async with open_test_client(echo, "/room") as client:
+        await client.send_text("hi")
+        assert await client.receive_text(timeout=1) == "hi"
+    assert client.close_code == CloseCode.NORMAL_CLOSURE
+
+
+async def test_json_both_modes_and_bytes() -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_json(await ws.receive_json())
+        await ws.send_json(await ws.receive_json(mode="binary"), mode="binary")
+        await ws.send_bytes(await ws.receive_bytes())
+
+    async with open_test_client(handler) as client:
+        await client.send_json({"a": [1, "é"]})
+        assert await client.receive_json(timeout=1) == {"a": [1, "é"]}
+        await client.send_json([1], mode="binary")
+        assert await client.receive_json(mode="binary", timeout=1) == [1]
+        await client.send_bytes(b"\x00\xff")
+        assert await client.receive_bytes(timeout=1) == b"\x00\xff"
+
+
+@pytest.mark.parametrize(
+    ("receive", "send", "code"),
+    [
+        ("receive_text", b"binary", CloseCode.UNSUPPORTED_DATA),
+        ("receive_bytes", "text", CloseCode.UNSUPPORTED_DATA),
+        ("receive_json", "{not json", CloseCode.INVALID_FRAME_PAYLOAD_DATA),
+    ],
+)
+async def test_wrong_message_type_closes_with_clear_code(receive: str, send: str | bytes, code: int) -> None:
+    raised: list[WebSocketDisconnect] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            await getattr(ws, receive)()
+        except WebSocketDisconnect as exc:
+            raised.append(exc)
+            raise
+
+    async with open_test_client(handler) as client:
+        if isinstance(send, str):
+            await client.send_text(send)
+        else:
+            await client.send_bytes(send)
+        assert await client.wait_closed(timeout=1) == code
+    assert raised[0].code == code
+    assert "expected" in raised[0].reason or "JSON" in raised[0].reason
+
+
+async def test_handler_returning_without_accept_is_403_and_reject_any_status() -> None:
+    async def silent(ws: WebSocket) -> None:
+        pass
+
+    with pytest.raises(HandshakeRejected) as info:
+        async with open_test_client(silent):
+            pass  # pragma: no cover
+    assert info.value.status == 403
+
+    async def refuse(ws: WebSocket) -> None:
+        await ws.reject(429, "slow down", headers=[("Retry-After", "3")])
+
+    with pytest.raises(HandshakeRejected) as info:
+        async with open_test_client(refuse):
+            pass  # pragma: no cover
+    assert info.value.status == 429
+    assert info.value.headers["retry-after"] == "3"  # type: ignore[index]
+    assert info.value.body == b"slow down"
+
+
+async def test_handler_exception_closes_1011_without_leaking_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def crash(ws: WebSocket) -> None:
+        await ws.accept()
+        raise RuntimeError("secret database password")
+
+    with caplog.at_level(logging.ERROR, logger="trio_ws"):
+        async with open_test_client(crash) as client:
+            assert await client.wait_closed(timeout=1) == CloseCode.INTERNAL_ERROR
+    assert "secret" not in client.close_reason
+    assert any("secret database password" in str(r.exc_info) for r in caplog.records)
+
+    async def crash_before_accept(ws: WebSocket) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(HandshakeRejected) as info:
+        async with open_test_client(crash_before_accept):
+            pass  # pragma: no cover
+    assert info.value.status == 500
+    assert b"boom" not in info.value.body
+
+
+async def test_websocket_close_exception_and_close_reason() -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        raise WebSocketClose(4000, "custom")
+
+    async with open_test_client(handler) as client:
+        assert await client.wait_closed(timeout=1) == 4000
+    assert client.close_reason == "custom"
+
+
+async def test_iteration_raises_on_abnormal_close_and_ends_on_normal() -> None:
+    seen: list[object] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            async for message in ws.iter_bytes():
+                seen.append(message)
+            seen.append("ended")
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+
+    async with open_test_client(handler) as client:
+        await client.send_bytes(b"1")
+        await client.close(4321)
+    async with open_test_client(handler) as client:
+        await client.send_bytes(b"2")
+        await client.close(1001)
+    assert seen == [b"1", 4321, b"2", "ended"]
+
+
+async def test_states_and_request() -> None:
+    states: list[object] = []
+
+    async def handler(ws: WebSocket) -> None:
+        states.append((ws.client_state, ws.application_state, ws.path))
+        assert ws.request is not None
+        states.append(ws.request.headers["x-token"])
+        await ws.accept()
+        states.append((ws.client_state, ws.application_state))
+        with pytest.raises(WebSocketDisconnect):
+            await ws.receive()
+        states.append(ws.client_state)
+        await ws.close()
+        states.append(ws.application_state)
+
+    async with open_test_client(handler, "/p", query_string="a=1", headers=[("X-Token", "t")]) as client:
+        await client.close()
+    c, d = WebSocketState.CONNECTED, WebSocketState.DISCONNECTED
+    assert states == [
+        (WebSocketState.CONNECTING, WebSocketState.CONNECTING, "/p"),
+        "t",
+        (c, c),
+        d,
+        d,
+    ]
+
+
+async def test_subprotocols() -> None:
+    async def handler(ws: WebSocket) -> None:
+        with pytest.raises(ValueError, match="not offered"):
+            await ws.accept(subprotocol="nope")
+        await ws.accept()  # the server-level list picks the first offered
+        await ws.send_text(str(ws.subprotocol))
+
+    async with open_test_client(
+        handler, subprotocols=["v2", "v1"], server_subprotocols=["v1", "v2"]
+    ) as client:
+        assert client.subprotocol == "v2"
+        assert await client.receive_text(timeout=1) == "v2"
+
+
+async def test_two_receivers_at_once_is_an_immediate_error() -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.receive)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await ws.receive()
+            await ws.send_text("checked")
+        # the first receive got the client's message
+
+    async with open_test_client(handler) as client:
+        assert await client.receive_text(timeout=1) == "checked"
+        await client.send_text("release")
+
+
+async def test_ping_latency_and_pong() -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        latency = await ws.ping(b"abc")
+        assert latency >= 0
+        assert ws.latency == latency
+        await ws.pong(b"heartbeat")
+        await ws.send_text("done")
+        await ws.receive()
+
+    async with open_test_client(handler) as client:
+        assert await client.receive_text(timeout=1) == "done"
+        assert await client.ping() >= 0
+
+
+async def test_concurrent_senders_never_interleave_frames() -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+
+        async def fragmented(i: int) -> None:
+            async def pieces() -> AsyncIterator[str]:
+                for j in range(20):
+                    yield f"{i}:{j};"
+                    await trio.lowlevel.checkpoint()  # let the other senders try to get in
+
+            await ws.send_fragments(pieces())
+
+        async def whole(i: int) -> None:
+            for _ in range(5):
+                await ws.send_text(f"whole {i}")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(fragmented, i)
+                nursery.start_soon(whole, i)
+        await ws.send_text("end")
+        await ws.receive()
+
+    async with open_test_client(handler) as client:
+        received = []
+        while (message := await client.receive_text(timeout=5)) != "end":
+            received.append(message)
+    fragmented = sorted(m for m in received if not m.startswith("whole"))
+    assert fragmented == sorted("".join(f"{i}:{j};" for j in range(20)) for i in range(10))
+    assert len(received) == 10 + 50
+
+
+async def test_sends_after_close_raise_disconnect() -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.close(1000, "bye")
+        with pytest.raises(WebSocketDisconnect):
+            await ws.send_text("late")
+        await ws.close()  # a second close does nothing
+
+    async with open_test_client(handler) as client:
+        assert await client.wait_closed(timeout=1) == 1000
+        with pytest.raises(WebSocketDisconnect):
+            await client.send_text("late too")
+
+
+async def test_messages_before_close_are_all_delivered() -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        for i in range(100):
+            await ws.send_text(str(i))
+        await ws.close(1000)
+
+    async with open_test_client(handler) as client:
+        got = []
+        with pytest.raises(WebSocketDisconnect):
+            while True:
+                got.append(await client.receive_text(timeout=1))
+    assert got == [str(i) for i in range(100)]
+
+
+async def test_keepalive_times_out_with_1011(autojump_clock: trio.testing.MockClock) -> None:
+    """A peer that never answers pings: closed with 1011 after ping_interval + ping_timeout."""
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.receive()
+
+    options = WebSocketOptions(ping_interval=5, ping_timeout=3, close_timeout=1)
+    server = WebSocketServer(handler, options)
+    peer, server_side = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.serve_stream, server_side)
+        request, _ = build_request("test", "/")
+        await peer.send_all(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await peer.receive_some()
+        start = trio.current_time()
+        # A raw client: it reads the server's frames but never answers a ping.
+        conn = Connection(Role.CLIENT)
+        events: list[object] = []
+        while not any(isinstance(e, CloseReceived) for e in events):
+            data = await peer.receive_some()
+            assert data, "stream ended before the close frame"
+            events += conn.receive_data(data)
+        elapsed = trio.current_time() - start
+    assert [type(e) for e in events] == [Ping, CloseReceived]
+    assert events[-1] == CloseReceived(1011, "keepalive ping timeout")
+    assert 8 <= elapsed < 9
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_close_does_not_wait_for_a_handler_that_never_reads(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    closed: list[float] = []
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await trio.sleep(1)  # the client fills the queue meanwhile
+        start = trio.current_time()
+        await ws.close(1000)
+        closed.append(trio.current_time() - start)
+
+    async with open_test_client(handler, max_queue=2, close_timeout=5) as client:
+        for _ in range(20):
+            await client.send_text("x" * 1000)
+        assert await client.wait_closed(timeout=30) == 1000
+    assert closed[0] < 5
