@@ -119,7 +119,7 @@ def main() -> None:
 
     print("\nParsing masked binary frames on the server, fed in 64 KiB reads (MB/s)\n")
     parsers = {"trio_ws": parse_ours, "wsproto": parse_wsproto, "websockets": parse_websockets}
-    print("| implementation | " + " | ".join(sizes) + " | ratio to trio_ws (1 KiB / 1 MiB) |")
+    print("| implementation | " + " | ".join(sizes) + " | trio_ws ÷ this (1 KiB / 1 MiB) |")
     print("| --- |" + " --- |" * len(sizes) + " --- |")
     rates: dict[str, list[float]] = {}
     for name, make in parsers.items():

@@ -181,8 +181,17 @@ class WebSocket:
             raise
 
     async def _write(self, make: Any, *args: Any) -> None:
-        """Build a frame with ``make(*args)`` and send it, under the writer lock."""
-        async with self._write_lock:
+        """Build a frame with ``make(*args)`` and send it, under the writer lock.
+
+        An uncontended lock is taken without yielding: ``send_all`` checkpoints anyway, and one
+        scheduler round trip less per message is measurable (see ``docs/benchmarks.md``).
+        """
+        lock = self._write_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self._broken or self._conn is None:
                 raise self._disconnect()
             try:
@@ -190,6 +199,8 @@ class WebSocket:
             except LocalProtocolError:
                 raise self._disconnect() from None
             await self._send_raw(data)
+        finally:
+            lock.release()
 
     def _disconnect(self) -> WebSocketDisconnect:
         code = self._close_code

@@ -1,0 +1,113 @@
+"""Echo servers for the benchmarks, one per implementation: ``python -m bench.servers NAME PORT``.
+
+Prints ``READY`` once listening. Compression and keepalive pings are off everywhere, so every server
+does the same work (trio_ws has no permessage-deflate yet).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import trio
+
+MAX_SIZE = 2**24
+
+
+async def run_trio_ws(port: int) -> None:
+    from trio_ws import WebSocket, serve_websocket
+
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        while True:
+            message = await ws.receive()
+            if isinstance(message, str):
+                await ws.send_text(message)
+            else:
+                await ws.send_bytes(message)
+
+    async def started(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_websocket(
+            echo, "127.0.0.1", port, max_message_size=MAX_SIZE, ping_interval=None,
+            task_status=task_status,
+        )
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(started)
+        print("READY", flush=True)
+
+
+async def run_trio_websocket(port: int) -> None:
+    from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+    async def echo(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            while True:
+                await ws.send_message(await ws.get_message())
+        except ConnectionClosed:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: serve_websocket(
+                echo, "127.0.0.1", port, ssl_context=None, max_message_size=MAX_SIZE,
+                task_status=task_status,
+            )
+        )
+        print("READY", flush=True)
+
+
+async def run_websockets_trio(port: int) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.trio.server import ServerConnection, serve
+
+    async def echo(ws: ServerConnection) -> None:
+        try:
+            async for message in ws:
+                await ws.send(message)
+        except ConnectionClosed:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: serve(
+                echo, port, host="127.0.0.1", compression=None, ping_interval=None,
+                max_size=MAX_SIZE, task_status=task_status,
+            )
+        )
+        print("READY", flush=True)
+
+
+def run_websockets_asyncio(port: int) -> None:
+    import asyncio
+
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async def main() -> None:
+        async with serve(
+            echo, "127.0.0.1", port, compression=None, ping_interval=None, max_size=MAX_SIZE
+        ) as server:
+            print("READY", flush=True)
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+TRIO_SERVERS = {
+    "trio_ws": run_trio_ws,
+    "trio-websocket": run_trio_websocket,
+    "websockets-trio": run_websockets_trio,
+}
+NAMES = [*TRIO_SERVERS, "websockets-asyncio"]
+
+if __name__ == "__main__":
+    name, port = sys.argv[1], int(sys.argv[2])
+    if name == "websockets-asyncio":
+        run_websockets_asyncio(port)
+    else:
+        trio.run(TRIO_SERVERS[name], port)
