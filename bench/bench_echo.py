@@ -141,8 +141,10 @@ def main() -> None:
             print(f"  {name:20} {size:>6} B: {results[name, size]:>10,.0f} msg/s", file=sys.stderr)
 
     base = "websockets-trio"
-    print(f"\n1 connection, {args.in_flight} messages in flight, median of {args.repeats} runs "
-          f"of {args.seconds:g} s; server on core 0, load generator on core 1.\n")
+    print(
+        f"\n1 connection, {args.in_flight} messages in flight, median of {args.repeats} runs "
+        f"of {args.seconds:g} s; server on core 0, load generator on core 1.\n"
+    )
     header = "| server | " + " | ".join(f"{s} B msg/s" for s in args.sizes)
     header += f" | ratio to {base} | server CPU / client CPU |"
     print(header)
@@ -154,9 +156,7 @@ def main() -> None:
             if base in args.servers
             else "-"
         )
-        cpu = " / ".join(
-            f"{cpu_note[name, s][0]:.0%}·{cpu_note[name, s][1]:.0%}" for s in args.sizes
-        )
+        cpu = " / ".join(f"{cpu_note[name, s][0]:.0%}·{cpu_note[name, s][1]:.0%}" for s in args.sizes)
         print(f"| {name} | " + " | ".join(cells) + f" | {ratios} | {cpu} |")
 
 

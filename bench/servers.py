@@ -28,7 +28,11 @@ async def run_trio_ws(port: int) -> None:
 
     async def started(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await serve_websocket(
-            echo, "127.0.0.1", port, max_message_size=MAX_SIZE, ping_interval=None,
+            echo,
+            "127.0.0.1",
+            port,
+            max_message_size=MAX_SIZE,
+            ping_interval=None,
             task_status=task_status,
         )
 
@@ -51,7 +55,11 @@ async def run_trio_websocket(port: int) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(
             lambda task_status: serve_websocket(
-                echo, "127.0.0.1", port, ssl_context=None, max_message_size=MAX_SIZE,
+                echo,
+                "127.0.0.1",
+                port,
+                ssl_context=None,
+                max_message_size=MAX_SIZE,
                 task_status=task_status,
             )
         )
@@ -72,8 +80,13 @@ async def run_websockets_trio(port: int) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(
             lambda task_status: serve(
-                echo, port, host="127.0.0.1", compression=None, ping_interval=None,
-                max_size=MAX_SIZE, task_status=task_status,
+                echo,
+                port,
+                host="127.0.0.1",
+                compression=None,
+                ping_interval=None,
+                max_size=MAX_SIZE,
+                task_status=task_status,
             )
         )
         print("READY", flush=True)

@@ -342,3 +342,33 @@ async def test_close_does_not_wait_for_a_handler_that_never_reads(
             await client.send_text("x" * 1000)
         assert await client.wait_closed(timeout=30) == 1000
     assert closed[0] < 5
+
+
+async def test_pytest_plugin_fixture(ws_test_client: object) -> None:
+    assert ws_test_client is open_test_client
+    async with open_test_client(echo) as client:
+        await client.send_text("via the plugin")
+        assert await client.receive_text(timeout=1) == "via the plugin"
+
+
+async def test_peer_close_completes_while_the_handler_is_not_reading(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The reader answers the peer's close by itself; the handler, busy elsewhere, finds out on its
+    next send, and every message that came before the close is still there to receive."""
+    outcome: list[object] = []
+
+    async def busy(ws: WebSocket) -> None:
+        await ws.accept()
+        await trio.sleep(100)  # not reading
+        outcome.append(await ws.receive_text())
+        with pytest.raises(WebSocketDisconnect) as info:
+            await ws.send_text("too late")
+        outcome.append(info.value.code)
+
+    async with open_test_client(busy, close_timeout=5) as client:
+        await client.send_text("before close")
+        start = trio.current_time()
+        await client.close(4002)
+        outcome.append(trio.current_time() - start < 5)
+    assert outcome == [True, "before close", 4002]

@@ -95,7 +95,12 @@ async def open_websocket(
         try:
             if ssl_context is not None:
                 stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
-                await stream.do_handshake()
+                try:
+                    await stream.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    if isinstance(exc.__cause__, ssl.SSLError):
+                        raise exc.__cause__ from None  # e.g. SSLCertVerificationError
+                    raise
             default_port = 443 if ssl_context is not None else 80
             host_header = host if port == default_port else f"{host}:{port}"
             if ":" in host and not host.startswith("["):

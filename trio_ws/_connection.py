@@ -261,7 +261,9 @@ class WebSocket:
                     while await stream.receive_some(_RECEIVE_SIZE):
                         pass
         except (trio.BrokenResourceError, trio.ClosedResourceError, WebSocketDisconnect):
-            self._broken = True
+            # After a complete closing handshake, a ragged end (TLS without close_notify) is fine.
+            if conn.state is not ConnectionState.CLOSED or conn.failure is not None:
+                self._broken = True
         finally:
             self.client_state = WebSocketState.DISCONNECTED
             if self._close_code is None:
@@ -270,8 +272,9 @@ class WebSocket:
             self._reader_done.set()
             for _, waiter in self._pings.values():
                 waiter.set()
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
+            # A polite close (TLS close_notify), bounded; cancelled, it closes forcefully.
+            with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
+                await stream.aclose()
 
     async def _fail(self, code: int, reason: str) -> None:
         """Fail the connection after a protocol error (RFC 6455 §7.1.7): let the handler take the
