@@ -372,3 +372,33 @@ async def test_peer_close_completes_while_the_handler_is_not_reading(
         await client.close(4002)
         outcome.append(trio.current_time() - start < 5)
     assert outcome == [True, "before close", 4002]
+
+
+@pytest.mark.parametrize(("handler_sleeps", "expected_messages"), [(2, 50), (20, 2)])
+async def test_peer_close_behind_a_full_queue_completes_within_close_timeout(
+    autojump_clock: trio.testing.MockClock, handler_sleeps: float, expected_messages: int
+) -> None:
+    """The queue (2 messages) is full and the handler is not reading: the reader reads ahead, sees
+    the peer's close and answers it at once. A handler that wakes within close_timeout still gets
+    every message; one that wakes later gets what was queued, and the rest is dropped."""
+    received: list[str] = []
+    codes: list[int] = []
+
+    async def sleepy(ws: WebSocket) -> None:
+        await ws.accept()
+        await trio.sleep(handler_sleeps)
+        try:
+            while True:
+                received.append(await ws.receive_text())
+        except WebSocketDisconnect as exc:
+            codes.append(exc.code)
+
+    async with open_test_client(sleepy, max_queue=2, close_timeout=5) as client:
+        for i in range(50):
+            await client.send_text(str(i))
+        start = trio.current_time()
+        await client.close(1000)
+        assert trio.current_time() - start < 1  # answered at once, not after the handler
+    assert client.close_code == 1000
+    assert received == [str(i) for i in range(expected_messages)]
+    assert codes == [1000]

@@ -37,9 +37,7 @@ async def echo(ws: WebSocket) -> None:
         await ws.send_text(f"{ws.client is not None}:{text}")
 
 
-async def test_wss_with_our_client(
-    server_context: ssl.SSLContext, client_context: ssl.SSLContext
-) -> None:
+async def test_wss_with_our_client(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
     async with open_websocket_server(echo, "127.0.0.1", 0, ssl_context=server_context) as server:
         url = f"wss://localhost:{server.port}/secure"
         async with open_websocket_url(url, ssl_context=client_context) as ws:

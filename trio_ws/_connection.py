@@ -6,6 +6,7 @@ a bounded memory channel; any number of tasks send through one writer lock.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import json
@@ -37,6 +38,8 @@ __all__ = ["WebSocket", "WebSocketOptions", "WebSocketState"]
 logger = logging.getLogger("trio_ws")
 
 _RECEIVE_SIZE = 65536
+# How long the reader waits for a handler that is behind before it reads ahead (to see a close frame).
+_READ_AHEAD_AFTER = 0.05
 
 
 class WebSocketState(enum.Enum):
@@ -115,6 +118,9 @@ class WebSocket:
         self._resume_reading: trio.Event | None = None
         self._drained: trio.Event | None = None
         self._unreceived = 0  # messages delivered to the queue that no receive() has returned yet
+        # Messages parsed but not yet in the queue (it was full); bounded by queue_high_water bytes.
+        self._backlog: collections.deque[TextMessage | BytesMessage] = collections.deque()
+        self._backlog_bytes = 0
         self._deliver_scope = trio.CancelScope()
         self._draining = False
         self._receiving = False
@@ -233,19 +239,10 @@ class WebSocket:
         try:
             while True:
                 if data:
-                    events = conn.receive_data(data)
-                    for event in events:
-                        if isinstance(event, (TextMessage, BytesMessage)):
-                            await self._deliver(event)
-                        elif isinstance(event, Pong):
-                            self._pong(event.payload)
-                        elif isinstance(event, CloseReceived):
-                            self.client_state = WebSocketState.DISCONNECTED
-                    out = conn.data_to_send()
-                    if out:
-                        async with self._write_lock:
-                            if not self._broken:
-                                await self._send_raw(out)
+                    self._process(data)
+                    await self._send_replies()
+                    if self._backlog or self._queued_bytes > self.options.queue_high_water:
+                        await self._deliver_backlog()
                     if conn.failure is not None:
                         await self._fail(conn.failure.code, conn.failure.reason)
                         break
@@ -261,20 +258,123 @@ class WebSocket:
                     while await stream.receive_some(_RECEIVE_SIZE):
                         pass
         except (trio.BrokenResourceError, trio.ClosedResourceError, WebSocketDisconnect):
-            # After a complete closing handshake, a ragged end (TLS without close_notify) is fine.
-            if conn.state is not ConnectionState.CLOSED or conn.failure is not None:
-                self._broken = True
+            self._stream_failed()
         finally:
             self.client_state = WebSocketState.DISCONNECTED
             if self._close_code is None:
                 self._close_code, self._close_reason = self._current_close()
             self._queue_send.close()
+            self._backlog.clear()
             self._reader_done.set()
             for _, waiter in self._pings.values():
                 waiter.set()
             # A polite close (TLS close_notify), bounded; cancelled, it closes forcefully.
             with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
                 await stream.aclose()
+
+    def _stream_failed(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        # After a complete closing handshake, a ragged end (TLS without close_notify) is fine.
+        if conn.state is not ConnectionState.CLOSED or conn.failure is not None:
+            self._broken = True
+
+    def _process(self, data: bytes | bytearray) -> None:
+        """Feed received bytes to the protocol; whole messages go to the backlog."""
+        conn = self._conn
+        assert conn is not None
+        for event in conn.receive_data(data):
+            if isinstance(event, (TextMessage, BytesMessage)):
+                if not self._draining:
+                    self._backlog.append(event)
+                    self._backlog_bytes += len(event.data)
+            elif isinstance(event, Pong):
+                self._pong(event.payload)
+            elif isinstance(event, CloseReceived):
+                self.client_state = WebSocketState.DISCONNECTED
+
+    async def _send_replies(self) -> None:
+        """Send the pongs and close reply the protocol queued by itself."""
+        assert self._conn is not None
+        out = self._conn.data_to_send()
+        if out:
+            async with self._write_lock:
+                if not self._broken:
+                    await self._send_raw(out)
+
+    def _enqueued(self, message: TextMessage | BytesMessage) -> None:
+        size = len(message.data)
+        self._backlog_bytes -= size
+        self._queued_bytes += size
+        self._unreceived += 1
+
+    async def _deliver_backlog(self) -> None:
+        """Move the backlog into the queue.
+
+        Fast path: it all fits. Otherwise the queue is full (or holds over ``queue_high_water``
+        bytes) and the reader waits for the handler. If that lasts (50 ms), it reads ahead into the backlog,
+        bounded by ``queue_high_water`` bytes, so that a close frame from the peer is seen and
+        answered even while the handler is not reading; from then on, the handler has
+        ``close_timeout`` to take what is left before it is dropped. ``close()`` stops delivery.
+        """
+        backlog = self._backlog
+        send_nowait = self._queue_send.send_nowait
+        try:
+            while backlog:
+                send_nowait(backlog[0])
+                self._enqueued(backlog.popleft())
+        except trio.WouldBlock:
+            pass
+        if not backlog and self._queued_bytes <= self.options.queue_high_water:
+            return
+        conn = self._conn
+        assert conn is not None
+        with trio.CancelScope() as self._deliver_scope:
+            # Usually the handler is just behind: read ahead only when it really stalls.
+            with trio.move_on_after(_READ_AHEAD_AFTER):
+                await self._deliver_waiting()
+            if self._backlog or self._queued_bytes > self.options.queue_high_water:
+                async with trio.open_nursery() as nursery:
+                    if conn.state is ConnectionState.OPEN and conn.failure is None:
+                        nursery.start_soon(self._read_ahead, self._deliver_scope)
+                    await self._deliver_waiting()
+                    nursery.cancel_scope.cancel()
+        backlog.clear()  # what close() or the deadline left undelivered
+        self._backlog_bytes = 0
+
+    async def _deliver_waiting(self) -> None:
+        backlog = self._backlog
+        while backlog and not self._draining:
+            await self._queue_send.send(backlog[0])  # cancelled, it sends nothing
+            self._enqueued(backlog.popleft())
+        while self._queued_bytes > self.options.queue_high_water and not self._draining:
+            self._resume_reading = trio.Event()
+            await self._resume_reading.wait()
+
+    async def _read_ahead(self, deliver_scope: trio.CancelScope) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            while self._backlog_bytes < self.options.queue_high_water:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+                if data:
+                    self._process(data)
+                    await self._send_replies()
+                else:
+                    conn.receive_data(b"")
+                if conn.end_of_stream or conn.failure is not None or conn.state is not ConnectionState.OPEN:
+                    break
+            else:
+                return  # the backlog is full: TCP pushes back until the handler catches up
+            if conn.state is ConnectionState.CLOSED and self.role is Role.SERVER:
+                # The closing handshake is complete: the server closes TCP now (RFC 6455 §7.1.1),
+                # not when the handler has taken the backlog, which is already in memory.
+                with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
+                    await self.stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, WebSocketDisconnect):
+            self._stream_failed()
+        # The peer is done (or gone): the handler has close_timeout to take what is left.
+        deliver_scope.deadline = min(deliver_scope.deadline, trio.current_time() + self.options.close_timeout)
 
     async def _fail(self, code: int, reason: str) -> None:
         """Fail the connection after a protocol error (RFC 6455 §7.1.7): let the handler take the
@@ -290,23 +390,6 @@ class WebSocket:
             async with self._write_lock:
                 if conn.state is ConnectionState.OPEN and not self._broken:
                     await self._send_raw(conn.send_close(code, reason))
-
-    async def _deliver(self, message: TextMessage | BytesMessage) -> None:
-        if self._draining:
-            return
-        self._queued_bytes += len(message.data)
-        self._unreceived += 1
-        try:
-            self._queue_send.send_nowait(message)
-        except trio.WouldBlock:
-            # The queue is full: stop reading (TCP pushes back) until the handler catches up, or
-            # until close() stops delivery.
-            with trio.CancelScope() as self._deliver_scope:
-                await self._queue_send.send(message)
-        if self._queued_bytes > self.options.queue_high_water and not self._draining:
-            self._resume_reading = trio.Event()
-            with trio.CancelScope() as self._deliver_scope:
-                await self._resume_reading.wait()
 
     def _dequeued(self, message: TextMessage | BytesMessage) -> None:
         self._queued_bytes -= len(message.data)
