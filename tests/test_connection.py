@@ -402,3 +402,37 @@ async def test_peer_close_behind_a_full_queue_completes_within_close_timeout(
     assert client.close_code == 1000
     assert received == [str(i) for i in range(expected_messages)]
     assert codes == [1000]
+
+
+async def test_send_interrupted_mid_frame_breaks_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Over a lockstep stream a send blocks until the peer reads; cancelling it half-way leaves half a
+    frame on the wire, so the connection is broken: later sends raise with 1006."""
+    outcome: list[object] = []
+    done = trio.Event()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        with trio.move_on_after(1):
+            await ws.send_bytes(b"x" * 100_000)  # the peer never reads it
+        outcome.append(ws.is_closed)
+        with pytest.raises(WebSocketDisconnect) as info:
+            await ws.send_text("after")
+        outcome.append(info.value.code)
+        done.set()
+
+    server = WebSocketServer(handler, WebSocketOptions(ping_interval=None, close_timeout=1))
+    peer, server_side = trio.testing.lockstep_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.serve_stream, server_side)
+        await peer.send_all(build_request("test", "/")[0])
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await peer.receive_some()
+        assert head.startswith(b"HTTP/1.1 101 ")
+        await peer.receive_some(10)  # a few bytes of the frame, then stop reading
+        with trio.fail_after(30):
+            await done.wait()
+        await peer.aclose()
+    assert outcome == [True, CloseCode.ABNORMAL_CLOSURE]

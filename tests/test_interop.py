@@ -76,6 +76,22 @@ async def test_websockets_client_large_and_fragmented_messages() -> None:
         await trio.to_thread.run_sync(client)
 
 
+async def test_extra_response_headers_reach_the_websockets_client() -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept(headers=[("Set-Cookie", "session=abc; HttpOnly")])
+        await ws.send_text("hello")
+
+    async with open_websocket_server(handler, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.port}/"
+
+        def client() -> tuple[str, str]:
+            with ws_sync.connect(url) as conn:
+                assert conn.response is not None
+                return conn.response.headers["Set-Cookie"], conn.response.headers["Server"]
+
+        assert await trio.to_thread.run_sync(client) == ("session=abc; HttpOnly", "trio_ws")
+
+
 async def test_websockets_client_sees_handshake_refusal() -> None:
     async def refuse(ws: WebSocket) -> None:
         await ws.reject(404, "no such room")
