@@ -94,6 +94,14 @@ async def test_handler_returning_without_accept_is_403_and_reject_any_status() -
     async def refuse(ws: WebSocket) -> None:
         await ws.reject(429, "slow down", headers=[("Retry-After", "3")])
 
+    async def refuse_long(ws: WebSocket) -> None:
+        await ws.reject(400, "x" * 100_000)  # arrives in several reads; the client keeps 64 KiB
+
+    with pytest.raises(HandshakeRejected) as info:
+        async with open_test_client(refuse_long):
+            pass  # pragma: no cover
+    assert info.value.body == b"x" * 65536
+
     with pytest.raises(HandshakeRejected) as info:
         async with open_test_client(refuse):
             pass  # pragma: no cover

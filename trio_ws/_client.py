@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from ._exceptions import HandshakeRejected
 from .protocol import (
     Connection,
     HandshakeError,
+    Headers,
     Request,
     ResponseParser,
     Role,
@@ -47,12 +49,33 @@ async def connect_websocket(
         subprotocol, _ = validate_response(response, key, subprotocols)
     except HandshakeError as exc:
         body = parser.trailing
-        headers_received = response.headers if response is not None else None
+        headers_received = None
+        if response is not None:
+            headers_received = response.headers
+            body = await _read_body(stream, body, response.headers)
         raise HandshakeRejected(exc.status, exc.reason, headers_received, body) from None
     request = Request("GET", resource, response.headers)
     ws = WebSocket(stream, Role.CLIENT, options, request=request, subprotocol=subprotocol)
     conn = Connection(Role.CLIENT, max_message_size=options.max_message_size)
     return ws, conn, parser.trailing
+
+
+_MAX_REFUSAL_BODY = 64 * 1024
+
+
+async def _read_body(stream: trio.abc.Stream, body: bytes, headers: Headers) -> bytes:
+    """The rest of a refusal's body, as ``Content-Length`` says, up to 64 KiB (for the error)."""
+    try:
+        length = min(int(headers.get("content-length", "0")), _MAX_REFUSAL_BODY)
+    except ValueError:
+        return body
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while len(body) < length:
+            chunk = await stream.receive_some(length - len(body))
+            if not chunk:
+                break
+            body += chunk
+    return body[:length]
 
 
 @asynccontextmanager

@@ -198,11 +198,12 @@ class WebSocket:
         except trio.WouldBlock:
             await lock.acquire()
         try:
-            if self._broken or self._conn is None:
-                raise self._disconnect()
             try:
+                if self._broken or self._conn is None:
+                    raise self._disconnect()
                 data = make(*args)
-            except LocalProtocolError:
+            except (WebSocketDisconnect, LocalProtocolError):
+                await trio.lowlevel.checkpoint()  # the error path checkpoints too
                 raise self._disconnect() from None
             await self._send_raw(data)
         finally:
