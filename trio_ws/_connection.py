@@ -643,13 +643,25 @@ class WebSocket:
         await trio.lowlevel.checkpoint()
 
 
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 65536
+
+
 async def send_quietly(stream: trio.abc.Stream, data: bytes, give_up_after: float) -> None:
-    """Send ``data`` (an HTTP answer) if the peer is there; give up after ``give_up_after`` s."""
+    """Send ``data`` (an HTTP answer that ends the connection) if the peer is there, then close
+    lingering: half-close, and read and drop what the peer still sends (at most 1 s and 64 KiB), so
+    that closing with unread bytes does not reset the connection and lose the answer."""
     with (
         trio.move_on_after(give_up_after),
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
     ):
         await stream.send_all(data)
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        with trio.move_on_after(_LINGER_SECONDS):
+            drained = 0
+            while drained < _LINGER_BYTES and (chunk := await stream.receive_some(16384)):
+                drained += len(chunk)
 
 
 @final

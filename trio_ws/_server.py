@@ -76,8 +76,8 @@ class WebSocketServer:
         self.max_request_size = max_request_size
         #: The open (accepted) connections.
         self.connections: set[WebSocket] = set()
-        # Each connection's cancel scope -> its WebSocket, or its stream while the request is read.
-        self._scopes: dict[trio.CancelScope, WebSocket | trio.abc.Stream] = {}
+        # Each connection's cancel scope -> its WebSocket, or the scope reading its request until then.
+        self._scopes: dict[trio.CancelScope, WebSocket | trio.CancelScope] = {}
         self._listener_scope = trio.CancelScope()
         self._idle = trio.Event()
         self._idle.set()
@@ -129,7 +129,7 @@ class WebSocketServer:
         with 1011. The connection is shielded from outside cancellation; :meth:`aclose` ends it.
         """
         with trio.CancelScope(shield=True) as scope:
-            self._scopes[scope] = stream
+            self._scopes[scope] = scope
             self._idle = trio.Event()
             try:
                 await self._serve(stream, scope)
@@ -150,12 +150,17 @@ class WebSocketServer:
             return
         parser = RequestParser(max_size=self.max_request_size)
         request = None
+        reading = trio.CancelScope()  # shutdown cancels it; then this task answers 503 itself
+        self._scopes[scope] = reading
         try:
-            with trio.move_on_after(self.options.open_timeout) as timeout:
+            with trio.move_on_after(self.options.open_timeout) as timeout, reading:
                 if isinstance(stream, trio.SSLStream):
                     await stream.do_handshake()
                 while request is None:
                     request = parser.receive_data(await stream.receive_some(65536))
+            if reading.cancelled_caught:
+                await self._answer(stream, error_response(503, "server shutting down\n"))
+                return
             if timeout.cancelled_caught or request is None:
                 logger.debug("opening handshake timed out")
                 return
@@ -251,12 +256,10 @@ class WebSocketServer:
             self._closed.set()
 
     async def _shutdown_one(
-        self, scope: trio.CancelScope, ws: WebSocket | trio.abc.Stream, code: int, reason: str
+        self, scope: trio.CancelScope, ws: WebSocket | trio.CancelScope, code: int, reason: str
     ) -> None:
-        if not isinstance(ws, WebSocket):  # still reading the request
-            if not isinstance(ws, trio.SSLStream):
-                await self._answer(ws, error_response(503, "server shutting down\n"))
-            scope.cancel()
+        if not isinstance(ws, WebSocket):  # still reading the request: stop; it answers 503
+            ws.cancel()
         elif ws.application_state is WebSocketState.CONNECTING:
             await ws.reject(503, "server shutting down")
             scope.cancel()
