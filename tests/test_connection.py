@@ -444,3 +444,19 @@ async def test_send_interrupted_mid_frame_breaks_the_connection(
             await done.wait()
         await peer.aclose()
     assert outcome == [True, CloseCode.ABNORMAL_CLOSURE]
+
+
+async def test_disconnect_inside_the_handlers_own_nursery_is_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        async with trio.open_nursery() as nursery:  # raises ExceptionGroup([WebSocketDisconnect])
+            nursery.start_soon(ws.receive_text)
+            nursery.start_soon(ws.ping)
+
+    with caplog.at_level(logging.ERROR, logger="trio_ws"):
+        async with open_test_client(handler) as client:
+            await client.close(1000)
+    assert client.close_code == 1000
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -6,6 +6,7 @@ import errno
 import logging
 import math
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, final
@@ -26,6 +27,9 @@ from .protocol import (
     subprotocols,
     validate_request,
 )
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["Handler", "WebSocketServer", "open_websocket_server", "serve_websocket"]
 
@@ -49,6 +53,13 @@ def peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
             return None
         return (str(address[0]), int(address[1]))
     return None
+
+
+def _only_disconnects(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``WebSocketDisconnect``, or a group made only of them (nested or not)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_disconnects(e) for e in exc.exceptions)
+    return isinstance(exc, WebSocketDisconnect)
 
 
 @final
@@ -221,12 +232,18 @@ class WebSocketServer:
             await ws.close(exc.code, exc.reason)
         except WebSocketDisconnect:
             pass
-        except Exception:
+        except Exception as exc:
+            if _only_disconnects(exc):  # from the handler's own nursery: the peer went away
+                return await self._finish(ws)
             logger.exception("handler for %s failed", ws.path)
             if ws.application_state is WebSocketState.CONNECTING:
                 await ws.reject(500, "internal server error")
             else:
                 await ws.close(CloseCode.INTERNAL_ERROR)
+        await self._finish(ws)
+
+    @staticmethod
+    async def _finish(ws: WebSocket) -> None:
         if ws.application_state is WebSocketState.CONNECTING:
             await ws.reject(403)  # the handler returned without accepting (the ASGI convention)
         else:
