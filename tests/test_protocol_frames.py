@@ -54,7 +54,8 @@ def test_lengths_7_16_64_bits(size: int) -> None:
     wire = frame(BINARY, payload)
     assert len(wire) == size + 2 + 4 + (0 if size < 126 else 2 if size < 65536 else 8)
     assert server().receive_data(wire) == [BytesMessage(payload)]
-    assert feed_bytewise(server(), wire) == [BytesMessage(payload)] if size < 1000 else True
+    if size < 1000:  # byte by byte is slow for the large frames; the 7-bit and 16-bit headers suffice
+        assert feed_bytewise(server(), wire) == [BytesMessage(payload)]
 
 
 def test_text_binary_and_fragments_with_interleaved_ping() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .protocol import CloseCode
+from .protocol import CloseCode, Headers
 
 __all__ = ["HandshakeRejected", "WebSocketClose", "WebSocketDisconnect", "ConnectionClosed"]
 
@@ -41,7 +41,7 @@ class HandshakeRejected(Exception):
     """The server refused the opening handshake (client side). ``status`` is its HTTP status
     (0 when its response was not a valid handshake response), ``headers`` and ``body`` what it sent."""
 
-    def __init__(self, status: int, reason: str, headers: object = None, body: bytes = b"") -> None:
+    def __init__(self, status: int, reason: str, headers: Headers | None = None, body: bytes = b"") -> None:
         super().__init__(f"{status}: {reason}" if status else reason)
         self.status = status
         self.reason = reason
