@@ -73,8 +73,8 @@ async def test_tls_handshake_counts_against_open_timeout(server_context: ssl.SSL
     async with open_websocket_server(
         echo, "127.0.0.1", 0, ssl_context=server_context, open_timeout=0.3
     ) as server:
+        start = trio.current_time()  # before connecting: the server's timer starts at accept
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-        start = trio.current_time()
         with trio.fail_after(5):
             # Say nothing: no TLS ClientHello. The server must drop us at open_timeout.
             assert await stream.receive_some() == b""
