@@ -461,3 +461,13 @@ async def test_disconnect_inside_the_handlers_own_nursery_is_not_an_error(
             await client.close(1000)
     assert client.close_code == 1000
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_client_request_is_what_it_sent() -> None:
+    async with open_test_client(echo, "/p", query_string="q=1", headers=[("X-Mine", "1")]) as client:
+        request = client.ws.request
+        assert request is not None
+        assert request.target == "/p?q=1"
+        assert request.headers["x-mine"] == "1"
+        assert request.headers["sec-websocket-version"] == "13"
+        assert "server" not in request.headers  # not the server's response headers

@@ -17,7 +17,7 @@ from .protocol import (
     Connection,
     HandshakeError,
     Headers,
-    Request,
+    RequestParser,
     ResponseParser,
     Role,
     build_request,
@@ -54,7 +54,7 @@ async def connect_websocket(
             headers_received = response.headers
             body = await _read_body(stream, body, response.headers)
         raise HandshakeRejected(exc.status, exc.reason, headers_received, body) from None
-    request = Request("GET", resource, response.headers)
+    request = RequestParser().receive_data(data)  # what we sent, as a Request
     ws = WebSocket(stream, Role.CLIENT, options, request=request, subprotocol=subprotocol)
     conn = Connection(Role.CLIENT, max_message_size=options.max_message_size)
     return ws, conn, parser.trailing

@@ -241,7 +241,8 @@ class WebSocket:
             while True:
                 if data:
                     self._process(data)
-                    await self._send_replies()
+                    if conn.has_data_to_send:
+                        await self._send_replies()
                     if self._backlog or self._queued_bytes > self.options.queue_high_water:
                         await self._deliver_backlog()
                     if conn.failure is not None:
@@ -459,7 +460,9 @@ class WebSocket:
         self.application_state = WebSocketState.DISCONNECTED
         self.client_state = WebSocketState.DISCONNECTED
         self._close_code = CloseCode.ABNORMAL_CLOSURE
-        await send_quietly(self.stream, error_response(status, body, headers), self.options.close_timeout)
+        await answer_and_linger(
+            self.stream, error_response(status, body, headers), self.options.close_timeout
+        )
         await trio.aclose_forcefully(self.stream)
 
     # --------------------------------------------------------------- receive
@@ -647,7 +650,7 @@ _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 65536
 
 
-async def send_quietly(stream: trio.abc.Stream, data: bytes, give_up_after: float) -> None:
+async def answer_and_linger(stream: trio.abc.Stream, data: bytes, give_up_after: float) -> None:
     """Send ``data`` (an HTTP answer that ends the connection) if the peer is there, then close
     lingering: half-close, and read and drop what the peer still sends (at most 1 s and 64 KiB), so
     that closing with unread bytes does not reset the connection and lose the answer."""

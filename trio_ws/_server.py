@@ -13,7 +13,7 @@ from typing import Any, final
 
 import trio
 
-from ._connection import WebSocket, WebSocketOptions, WebSocketState, send_quietly
+from ._connection import WebSocket, WebSocketOptions, WebSocketState, answer_and_linger
 from ._exceptions import WebSocketClose, WebSocketDisconnect
 from .protocol import (
     CloseCode,
@@ -153,7 +153,7 @@ class WebSocketServer:
                 await trio.aclose_forcefully(stream)
 
     async def _answer(self, stream: trio.abc.Stream, data: bytes) -> None:
-        await send_quietly(stream, data, self.options.close_timeout)
+        await answer_and_linger(stream, data, self.options.close_timeout)
 
     async def _serve(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
         if self._closing:

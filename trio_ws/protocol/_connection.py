@@ -120,6 +120,11 @@ class Connection:
         except KeyError:
             raise LocalProtocolError(f"cannot {event} in state {self.state.name}") from None
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether :meth:`data_to_send` would return bytes (a pong or a close reply is queued)."""
+        return bool(self._out)
+
     def data_to_send(self) -> bytes:
         """Return (and forget) the bytes this connection queued by itself: pongs and close replies."""
         if not self._out:
