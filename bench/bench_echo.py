@@ -33,8 +33,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(name: str, port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "bench.servers", name, str(port)]
+def start_server(name: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "bench.servers", name, str(port), *extra]
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", "0", *command]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE)
@@ -46,13 +46,15 @@ def start_server(name: str, port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def handshake(port: int) -> socket.socket:
+def handshake(port: int, extensions: str | None = None) -> tuple[socket.socket, bytes]:
+    """A connected, upgraded socket, and the response head (to read negotiated extensions)."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     key = "dGhlIHNhbXBsZSBub25jZQ=="
+    offer = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
     sock.sendall(
         f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n".encode()
     )
     response = b""
     while b"\r\n\r\n" not in response:
@@ -61,12 +63,12 @@ def handshake(port: int) -> socket.socket:
     assert head.startswith(b"HTTP/1.1 101"), head
     assert accept_key(key).encode() in head
     assert not rest
-    return sock
+    return sock, head
 
 
 def echo_run(port: int, size: int, in_flight: int, seconds: float) -> tuple[float, float]:
     """Messages/s for one connection with ``in_flight`` messages outstanding; and client CPU s."""
-    sock = handshake(port)
+    sock, _ = handshake(port)
     payload = bytes(i % 251 for i in range(size))
     frame = encode_frame(0x2, payload, mask=b"\x01\x02\x03\x04")
     expected = encode_frame(0x2, payload)  # what the server sends back: unmasked

@@ -1,7 +1,8 @@
-"""Echo servers for the benchmarks, one per implementation: ``python -m bench.servers NAME PORT``.
+"""Echo servers for the benchmarks, one per implementation: ``python -m bench.servers NAME PORT [deflate]``.
 
-Prints ``READY`` once listening. Compression and keepalive pings are off everywhere, so every server
-does the same work (trio_ws has no permessage-deflate yet).
+Prints ``READY`` once listening. Keepalive pings are off everywhere, and so is compression unless
+``deflate`` is given (then each server uses its own default permessage-deflate settings), so every
+server does the same work.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import trio
 MAX_SIZE = 2**24
 
 
-async def run_trio_ws(port: int) -> None:
-    from trio_ws import WebSocket, serve_websocket
+async def run_trio_ws(port: int, deflate: bool) -> None:
+    from trio_ws import DeflateOptions, WebSocket, serve_websocket
 
     async def echo(ws: WebSocket) -> None:
         await ws.accept()
@@ -33,6 +34,7 @@ async def run_trio_ws(port: int) -> None:
             port,
             max_message_size=MAX_SIZE,
             ping_interval=None,
+            compression=DeflateOptions() if deflate else None,
             task_status=task_status,
         )
 
@@ -41,7 +43,9 @@ async def run_trio_ws(port: int) -> None:
         print("READY", flush=True)
 
 
-async def run_trio_websocket(port: int) -> None:
+async def run_trio_websocket(port: int, deflate: bool) -> None:
+    if deflate:
+        raise SystemExit("trio-websocket has no permessage-deflate")
     from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
     async def echo(request: WebSocketRequest) -> None:
@@ -66,7 +70,7 @@ async def run_trio_websocket(port: int) -> None:
         print("READY", flush=True)
 
 
-async def run_websockets_trio(port: int) -> None:
+async def run_websockets_trio(port: int, deflate: bool) -> None:
     from websockets.exceptions import ConnectionClosed
     from websockets.trio.server import ServerConnection, serve
 
@@ -83,7 +87,7 @@ async def run_websockets_trio(port: int) -> None:
                 echo,
                 port,
                 host="127.0.0.1",
-                compression=None,
+                compression="deflate" if deflate else None,
                 ping_interval=None,
                 max_size=MAX_SIZE,
                 task_status=task_status,
@@ -92,7 +96,7 @@ async def run_websockets_trio(port: int) -> None:
         print("READY", flush=True)
 
 
-def run_websockets_asyncio(port: int) -> None:
+def run_websockets_asyncio(port: int, deflate: bool) -> None:
     import asyncio
 
     from websockets.asyncio.server import ServerConnection, serve
@@ -103,7 +107,12 @@ def run_websockets_asyncio(port: int) -> None:
 
     async def main() -> None:
         async with serve(
-            echo, "127.0.0.1", port, compression=None, ping_interval=None, max_size=MAX_SIZE
+            echo,
+            "127.0.0.1",
+            port,
+            compression="deflate" if deflate else None,
+            ping_interval=None,
+            max_size=MAX_SIZE,
         ) as server:
             print("READY", flush=True)
             await server.serve_forever()
@@ -120,7 +129,8 @@ NAMES = [*TRIO_SERVERS, "websockets-asyncio"]
 
 if __name__ == "__main__":
     name, port = sys.argv[1], int(sys.argv[2])
+    deflate = sys.argv[3:] == ["deflate"]
     if name == "websockets-asyncio":
-        run_websockets_asyncio(port)
+        run_websockets_asyncio(port, deflate)
     else:
-        trio.run(TRIO_SERVERS[name], port)
+        trio.run(TRIO_SERVERS[name], port, deflate)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import struct
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import websockets.asyncio.server as ws_server
 
 from trio_ws.protocol import apply_mask
 
@@ -31,3 +38,36 @@ def frame(
     if mask is None:
         return head + payload
     return head + mask + apply_mask(payload, mask)
+
+
+@contextlib.contextmanager
+def websockets_asyncio_server(
+    handler: Callable[[ws_server.ServerConnection], Awaitable[None]] | None = None, **kwargs: Any
+) -> Iterator[int]:
+    """The websockets library's asyncio server (an echo server by default) in a thread; yields its port."""
+    ready = threading.Event()
+    port: list[int] = []
+    stop: list[asyncio.Future[None]] = []
+    loop = asyncio.new_event_loop()
+
+    async def echo(conn: ws_server.ServerConnection) -> None:
+        async for message in conn:
+            await conn.send(message)
+
+    async def main() -> None:
+        async with ws_server.serve(handler or echo, "127.0.0.1", 0, **kwargs) as srv:
+            port.append(srv.sockets[0].getsockname()[1])
+            stop.append(loop.create_future())
+            ready.set()
+            await stop[0]
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),))
+    thread.start()
+    try:
+        assert ready.wait(10), "the websockets server did not start"
+        yield port[0]
+    finally:
+        if stop:
+            loop.call_soon_threadsafe(stop[0].set_result, None)
+        thread.join(10)
+        loop.close()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 
 import pytest
 import trio
 import trio_websocket
-import websockets.asyncio.server as ws_server
 import websockets.exceptions
 import websockets.sync.client as ws_sync
+from helpers import websockets_asyncio_server
 
 from trio_ws import (
     HandshakeRejected,
@@ -120,29 +118,8 @@ async def test_trio_websocket_client() -> None:
 @pytest.fixture
 def websockets_server() -> Iterator[int]:
     """The websockets library's asyncio echo server, in a thread."""
-    ready = threading.Event()
-    port: list[int] = []
-    stop: list[asyncio.Future[None]] = []
-    loop = asyncio.new_event_loop()
-
-    async def handler(conn: ws_server.ServerConnection) -> None:
-        async for message in conn:
-            await conn.send(message)
-
-    async def main() -> None:
-        async with ws_server.serve(handler, "127.0.0.1", 0, subprotocols=["chat"]) as srv:  # type: ignore[list-item]
-            port.append(srv.sockets[0].getsockname()[1])
-            stop.append(loop.create_future())
-            ready.set()
-            await stop[0]
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),))
-    thread.start()
-    ready.wait(10)
-    yield port[0]
-    loop.call_soon_threadsafe(stop[0].set_result, None)
-    thread.join(10)
-    loop.close()
+    with websockets_asyncio_server(subprotocols=["chat"]) as port:
+        yield port
 
 
 async def test_our_client_against_websockets_server(websockets_server: int) -> None:

@@ -4,13 +4,14 @@ from ._client import open_websocket, open_websocket_url
 from ._connection import WebSocket, WebSocketOptions, WebSocketState
 from ._exceptions import ConnectionClosed, HandshakeRejected, WebSocketClose, WebSocketDisconnect
 from ._server import Handler, WebSocketServer, open_websocket_server, serve_websocket
-from .protocol import CloseCode, Headers
+from .protocol import CloseCode, DeflateOptions, Headers
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "CloseCode",
     "ConnectionClosed",
+    "DeflateOptions",
     "Handler",
     "HandshakeRejected",
     "Headers",

@@ -20,7 +20,9 @@ from .protocol import (
     RequestParser,
     ResponseParser,
     Role,
+    accept_deflate,
     build_request,
+    deflate_offer,
     validate_response,
 )
 
@@ -39,14 +41,19 @@ async def connect_websocket(
     """Run the client's opening handshake over ``stream``; return the WebSocket (not yet started),
     its protocol connection, and the bytes that came after the response. Raises
     :class:`HandshakeRejected` when the server refuses or answers wrongly."""
-    data, key = build_request(host, resource, subprotocols=subprotocols, headers=headers)
+    compression = options.compression
+    offer = None if compression is None else deflate_offer(compression)
+    data, key = build_request(host, resource, subprotocols=subprotocols, extensions=offer, headers=headers)
     await stream.send_all(data)
     parser = ResponseParser()
     try:
         response = None
         while response is None:
             response = parser.receive_data(await stream.receive_some(65536))
-        subprotocol, _ = validate_response(response, key, subprotocols)
+        subprotocol, extensions = validate_response(
+            response, key, subprotocols, ["permessage-deflate"] if compression is not None else []
+        )
+        deflate = None if compression is None else accept_deflate(extensions, compression)
     except HandshakeError as exc:
         body = parser.trailing
         headers_received = None
@@ -56,7 +63,8 @@ async def connect_websocket(
         raise HandshakeRejected(exc.status, exc.reason, headers_received, body) from None
     request = RequestParser().receive_data(data)  # what we sent, as a Request
     ws = WebSocket(stream, Role.CLIENT, options, request=request, subprotocol=subprotocol)
-    conn = Connection(Role.CLIENT, max_message_size=options.max_message_size)
+    ws.extensions = response.headers.getlist("sec-websocket-extensions") if deflate is not None else []
+    conn = Connection(Role.CLIENT, max_message_size=options.max_message_size, extension=deflate)
     return ws, conn, parser.trailing
 
 

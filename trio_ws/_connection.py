@@ -25,6 +25,7 @@ from .protocol import (
     CloseReceived,
     Connection,
     ConnectionState,
+    DeflateOptions,
     LocalProtocolError,
     Pong,
     Request,
@@ -61,6 +62,8 @@ class WebSocketOptions:
     - ``ping_interval`` / ``ping_timeout``: keepalive pings (``None``: off); no pong within the timeout
       closes with 1011.
     - ``open_timeout``: TLS and opening handshake; ``close_timeout``: closing handshake.
+    - ``compression``: permessage-deflate settings (:class:`DeflateOptions`), negotiated when the peer
+      agrees; ``None`` turns compression off.
     """
 
     max_message_size: int | None = 2**20
@@ -71,6 +74,7 @@ class WebSocketOptions:
     ping_timeout: float | None = 20.0
     open_timeout: float = 10.0
     close_timeout: float = 10.0
+    compression: DeflateOptions | None = attrs.field(factory=DeflateOptions)
 
 
 @final
@@ -105,6 +109,8 @@ class WebSocket:
         self.subprotocol = subprotocol
         #: The peer's ``(host, port)``, when the stream is a socket.
         self.client = client
+        #: The negotiated extensions, as in the ``Sec-WebSocket-Extensions`` response header.
+        self.extensions: list[str] = []
         self.client_state = WebSocketState.CONNECTING
         self.application_state = WebSocketState.CONNECTING
         #: Round-trip time of the last ping answered, in seconds.

@@ -24,6 +24,8 @@ from .protocol import (
     Role,
     build_response,
     error_response,
+    negotiate_deflate,
+    parse_extensions,
     subprotocols,
     validate_request,
 )
@@ -215,11 +217,17 @@ class WebSocketServer:
         if self._closing:
             await ws.reject(503, "server shutting down")
             raise WebSocketDisconnect(CloseCode.GOING_AWAY, "server shutting down")
-        response = build_response(key, subprotocol=subprotocol, headers=headers)
+        options = ws.options
+        deflate = None
+        if options.compression is not None:
+            deflate = negotiate_deflate(parse_extensions(request.headers), options.compression)
+        extensions = None if deflate is None else deflate.response_params()
+        response = build_response(key, subprotocol=subprotocol, extensions=extensions, headers=headers)
         ws.subprotocol = subprotocol
+        ws.extensions = [] if extensions is None else [extensions]
         await ws._send_raw(response)
         ws._start(
-            Connection(Role.SERVER, max_message_size=self.options.max_message_size),
+            Connection(Role.SERVER, max_message_size=options.max_message_size, extension=deflate),
             nursery,
             trailing,
         )

@@ -4,6 +4,7 @@ Nothing here imports trio or touches sockets or clocks: bytes in, events out.
 """
 
 from ._connection import Connection, ConnectionState, Role
+from ._deflate import DeflateOptions, PerMessageDeflate, accept_deflate, deflate_offer, negotiate_deflate
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError
 from ._events import BytesMessage, CloseReceived, Event, Ping, Pong, TextMessage
 from ._extensions import Extension
@@ -31,6 +32,7 @@ __all__ = [
     "CloseReceived",
     "Connection",
     "ConnectionState",
+    "DeflateOptions",
     "Event",
     "Extension",
     "ExtensionOffer",
@@ -38,6 +40,7 @@ __all__ = [
     "Headers",
     "LocalProtocolError",
     "Opcode",
+    "PerMessageDeflate",
     "Ping",
     "Pong",
     "ProtocolError",
@@ -47,14 +50,17 @@ __all__ = [
     "ResponseParser",
     "Role",
     "TextMessage",
+    "accept_deflate",
     "accept_key",
     "apply_mask",
     "build_request",
     "build_response",
     "check_header",
+    "deflate_offer",
     "encode_frame",
     "error_response",
     "is_wire_close_code",
+    "negotiate_deflate",
     "parse_extensions",
     "subprotocols",
     "validate_request",
