@@ -27,7 +27,7 @@ import zlib
 
 from trio_ws.protocol import Connection, PerMessageDeflate, Role, TextMessage, encode_frame
 
-from .bench_echo import cpu_seconds, handshake, start_server
+from .bench_echo import close, cpu_seconds, handshake, start_server
 
 OFFER = "permessage-deflate; client_max_window_bits"
 SERVERS = ["trio_ws", "websockets-trio", "websockets-asyncio"]
@@ -103,7 +103,7 @@ def run(port: int, size: int, count: int, in_flight: int, compress: bool) -> tup
             sent += more
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
-    sock.close()
+    close(sock)
     return count / elapsed, cpu, wire / (count * size)
 
 

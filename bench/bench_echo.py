@@ -66,6 +66,18 @@ def handshake(port: int, extensions: str | None = None) -> tuple[socket.socket, 
     return sock, head
 
 
+def close(sock: socket.socket) -> None:
+    """Send a close frame (1000), read until the server closes, and close the socket."""
+    sock.settimeout(2)
+    sock.sendall(encode_frame(0x8, b"\x03\xe8", mask=b"\x01\x02\x03\x04"))
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except OSError:
+        pass
+    sock.close()
+
+
 def echo_run(port: int, size: int, in_flight: int, seconds: float) -> tuple[float, float]:
     """Messages/s for one connection with ``in_flight`` messages outstanding; and client CPU s."""
     sock, _ = handshake(port)
@@ -95,14 +107,7 @@ def echo_run(port: int, size: int, in_flight: int, seconds: float) -> tuple[floa
                 sent += complete
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
-    sock.settimeout(2)
-    sock.sendall(encode_frame(0x8, b"\x03\xe8", mask=b"\x01\x02\x03\x04"))
-    try:
-        while sock.recv(1 << 20):
-            pass
-    except OSError:
-        pass
-    sock.close()
+    close(sock)
     return done / elapsed, cpu
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from trio_ws.protocol import Connection, PerMessageDeflate, Role, TextMessage, encode_frame
 
 from .bench_compression import window_bits
-from .bench_echo import handshake, start_server
+from .bench_echo import close, handshake, start_server
 
 SERVERS = ["trio_ws", "trio-websocket", "websockets-trio", "websockets-asyncio"]
 OFFER = "permessage-deflate; client_max_window_bits"
@@ -78,7 +78,7 @@ def measure(name: str, port: int, connections: int, compress: bool) -> tuple[flo
         if compress and not all(c.compressed for c in clients):
             raise RuntimeError(f"{name} did not negotiate compression")
         for client in [warm, *clients]:
-            client.sock.close()
+            close(client.sock)
     finally:
         proc.kill()
         proc.wait()

@@ -1,9 +1,9 @@
 """The whole Autobahn TestSuite (1.* to 13.*, permessage-deflate included), run by kosoku against
-``serve_websocket`` itself.
+``serve_websocket`` itself, and by kosoku's fuzzing server against our client.
 
 Strict: every case must be OK or INFORMATIONAL — no NON-STRICT, no UNCLEAN, no FAILED.
 
-The server compresses every message (``min_size=0``), so the 12.* and 13.* cases exercise the codec
+Both ends compress every message (``min_size=0``), so the 12.* and 13.* cases exercise the codec
 on every echo. (With the default ``min_size``, kosoku 0.x's 12.*.1 cases crash on their own: its
 test code hashes an uncompressed text message as ``str``.)
 """
@@ -13,13 +13,14 @@ from __future__ import annotations
 import collections
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import trio
 
-from trio_ws import DeflateOptions, WebSocket, serve_websocket
+from trio_ws import DeflateOptions, WebSocket, WebSocketDisconnect, open_websocket, serve_websocket
 
 ACCEPTABLE = {"OK", "INFORMATIONAL"}
 
@@ -40,8 +41,22 @@ def kosoku_command() -> str:
     return found
 
 
+def verdicts(index_json: Path, agent: str, expected: int) -> None:
+    """Assert that the report holds every case for ``agent``, each OK or INFORMATIONAL."""
+    cases = json.loads(index_json.read_text())[agent]
+    counts = collections.Counter((c["behavior"], c["behaviorClose"]) for c in cases.values())
+    bad = {
+        case_id: (c["behavior"], c["behaviorClose"])
+        for case_id, c in cases.items()
+        if c["behavior"] not in ACCEPTABLE or c["behaviorClose"] not in ACCEPTABLE
+    }
+    print(f"autobahn, {agent}: {len(cases)} cases: {dict(counts)}")
+    assert len(cases) >= expected
+    assert not bad, bad
+
+
 @pytest.mark.autobahn
-async def test_autobahn_all_cases(tmp_path: Path) -> None:
+async def test_autobahn_all_cases_against_our_server(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
             lambda task_status: serve_websocket(
@@ -69,15 +84,62 @@ async def test_autobahn_all_cases(tmp_path: Path) -> None:
                 check=False,
             )
         nursery.cancel_scope.cancel()
-    index = json.loads((tmp_path / "index.json").read_text())
-    cases = index["trio_ws"]
-    verdicts = collections.Counter((c["behavior"], c["behaviorClose"]) for c in cases.values())
-    bad = {
-        case_id: (c["behavior"], c["behaviorClose"])
-        for case_id, c in cases.items()
-        if c["behavior"] not in ACCEPTABLE or c["behaviorClose"] not in ACCEPTABLE
-    }
-    print(f"autobahn: {len(cases)} cases: {dict(verdicts)}")
-    assert len(cases) >= 517, result.stdout.decode()[-2000:]
-    assert not bad, bad
+    assert (tmp_path / "index.json").exists(), result.stdout.decode()[-2000:]
+    verdicts(tmp_path / "index.json", "trio_ws", 517)
     assert result.returncode == 0
+
+
+async def free_port() -> int:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.autobahn
+async def test_autobahn_all_cases_against_our_client(tmp_path: Path) -> None:
+    port = await free_port()
+    agent = "trio_ws_client"
+
+    async def run_case(case: int, limit: trio.Semaphore) -> None:
+        async with limit:
+            try:
+                async with open_websocket(
+                    "127.0.0.1",
+                    port,
+                    f"/runCase?case={case}&agent={agent}",
+                    max_message_size=16 * 2**20,
+                    ping_interval=None,
+                    compression=DeflateOptions(min_size=0),
+                ) as ws:
+                    while True:
+                        message = await ws.receive()
+                        if isinstance(message, str):
+                            await ws.send_text(message)
+                        else:
+                            await ws.send_bytes(message)
+            except WebSocketDisconnect:
+                pass
+
+    command = [kosoku_command(), "-m", "fuzzingserver", f"127.0.0.1:{port}", "-o", str(tmp_path)]
+    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
+    try:
+        assert process.stderr is not None
+        with trio.fail_after(900):
+            said = b""
+            while b"listening" not in said:  # it says so once it listens
+                chunk = await process.stderr.receive_some()
+                assert chunk, f"kosoku exited: {said!r}"
+                said += chunk
+            async with open_websocket("127.0.0.1", port, "/getCaseCount") as ws:
+                count = int(await ws.receive_text())
+            limit = trio.Semaphore(4)
+            async with trio.open_nursery() as cases:
+                for case in range(1, count + 1):
+                    cases.start_soon(run_case, case, limit)
+            async with open_websocket("127.0.0.1", port, f"/updateReports?agent={agent}"):
+                pass
+    finally:
+        process.terminate()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+    verdicts(tmp_path / "index.json", agent, 517)

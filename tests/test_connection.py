@@ -194,7 +194,7 @@ async def test_states_and_request() -> None:
 
 async def test_subprotocols() -> None:
     async def handler(ws: WebSocket) -> None:
-        with pytest.raises(ValueError, match="not offered"):
+        with pytest.raises(ValueError, match="did not offer it"):
             await ws.accept(subprotocol="nope")
         await ws.accept()  # the server-level list picks the first offered
         await ws.send_text(str(ws.subprotocol))

@@ -135,7 +135,6 @@ def test_client_offer() -> None:
         "permessage-deflate, permessage-deflate",
         "permessage-deflate; foo",
         "permessage-deflate; client_max_window_bits",  # a response's must have a value
-        "permessage-deflate; client_max_window_bits=13",  # over the 12 we offered
         "permessage-deflate; server_max_window_bits=16",
         "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
         "permessage-deflate; client_no_context_takeover=x",
@@ -163,6 +162,10 @@ def test_client_reads_the_answer() -> None:
     assert ext.remote_no_context_takeover
     assert ext.remote_max_window_bits == 15  # the server did not limit itself
     assert ext.local_max_window_bits == 12  # nor us: our own setting holds
+    # A server may ignore the value we offered (§7.1.2.2): we keep to ours.
+    ext = accept_deflate(offers("permessage-deflate; client_max_window_bits=15"), DeflateOptions())
+    assert ext is not None
+    assert ext.local_max_window_bits == 12
     # We asked for server_no_context_takeover in every offer: an answer without it is wrong.
     with pytest.raises(HandshakeError):
         accept_deflate(offers("permessage-deflate"), DeflateOptions(peer_no_context_takeover=True))

@@ -182,7 +182,8 @@ async def test_1000_connect_disconnect_cycles_leave_no_tasks_or_fds() -> None:
     [
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 426),  # a plain HTTP request
-        (b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", 426),  # plain HTTP, whatever the method
+        (b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 405),
         (b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
         (build_request("x", "/")[0].replace(b"Version: 13", b"Version: 7"), 426),
     ],

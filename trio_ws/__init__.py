@@ -3,7 +3,9 @@
 from ._client import open_websocket, open_websocket_url
 from ._connection import WebSocket, WebSocketOptions, WebSocketState
 from ._exceptions import ConnectionClosed, HandshakeRejected, WebSocketClose, WebSocketDisconnect
-from ._server import Handler, WebSocketServer, open_websocket_server, serve_websocket
+from ._request import URL, HTTPResponse, QueryParams, Request
+from ._routing import Route, Router
+from ._server import Handler, ProcessRequest, WebSocketServer, open_websocket_server, serve_websocket
 from .protocol import CloseCode, DeflateOptions, Headers
 
 __version__ = "0.1.0.dev0"
@@ -12,9 +14,16 @@ __all__ = [
     "CloseCode",
     "ConnectionClosed",
     "DeflateOptions",
+    "HTTPResponse",
     "Handler",
     "HandshakeRejected",
     "Headers",
+    "ProcessRequest",
+    "QueryParams",
+    "Request",
+    "Route",
+    "Router",
+    "URL",
     "WebSocket",
     "WebSocketClose",
     "WebSocketDisconnect",

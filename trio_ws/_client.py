@@ -13,6 +13,7 @@ import trio
 
 from ._connection import WebSocket, WebSocketOptions
 from ._exceptions import HandshakeRejected
+from ._request import Request
 from .protocol import (
     Connection,
     HandshakeError,
@@ -61,8 +62,12 @@ async def connect_websocket(
             headers_received = response.headers
             body = await _read_body(stream, body, response.headers)
         raise HandshakeRejected(exc.status, exc.reason, headers_received, body) from None
-    request = RequestParser().receive_data(data)  # what we sent, as a Request
-    ws = WebSocket(stream, Role.CLIENT, options, request=request, subprotocol=subprotocol)
+    sent = RequestParser().receive_data(data)  # what we sent, as a Request
+    assert sent is not None
+    scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
+    ws = WebSocket(
+        stream, Role.CLIENT, options, request=Request(sent, scheme=scheme), subprotocol=subprotocol
+    )
     ws.extensions = response.headers.getlist("sec-websocket-extensions") if deflate is not None else []
     conn = Connection(Role.CLIENT, max_message_size=options.max_message_size, extension=deflate)
     return ws, conn, parser.trailing

@@ -13,12 +13,13 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, Literal, final
+from typing import TYPE_CHECKING, Any, Literal, final
 
 import attrs
 import trio
 
 from ._exceptions import WebSocketDisconnect
+from ._request import URL, QueryParams, Request
 from .protocol import (
     BytesMessage,
     CloseCode,
@@ -28,11 +29,14 @@ from .protocol import (
     DeflateOptions,
     LocalProtocolError,
     Pong,
-    Request,
     Role,
     TextMessage,
     error_response,
 )
+
+if TYPE_CHECKING:
+    from ._routing import Route
+    from .protocol import Headers
 
 __all__ = ["WebSocket", "WebSocketOptions", "WebSocketState"]
 
@@ -103,8 +107,10 @@ class WebSocket:
         self.stream = stream
         self.role = role
         self.options = options
-        #: The upgrade request (server side), or the request this client sent.
+        #: The opening request (server side), or the request this client sent.
         self.request = request
+        #: Subprotocols the server speaks here (set by the server, narrowed by a route).
+        self.supported_subprotocols: tuple[str, ...] = ()
         #: The negotiated subprotocol, once accepted.
         self.subprotocol = subprotocol
         #: The peer's ``(host, port)``, when the stream is a socket.
@@ -161,10 +167,53 @@ class WebSocket:
         """The close reason once the connection is closed."""
         return self._close_reason
 
+    def _request(self) -> Request:
+        if self.request is None:
+            raise RuntimeError("this WebSocket has no request")
+        return self.request
+
     @property
     def path(self) -> str:
-        """The request's path, without the query string."""
-        return "/" if self.request is None else self.request.target.partition("?")[0]
+        """The request's path, percent-decoded, without the query string."""
+        return "/" if self.request is None else self.request.path
+
+    @property
+    def url(self) -> URL:
+        """The request's URL (``ws.url.path``, ``.query``, ``.hostname``, ``.port``, ``.scheme``...)."""
+        return self._request().url
+
+    @property
+    def headers(self) -> Headers:
+        """The request's headers: case-insensitive, ``getlist`` for repeats, ``raw`` bytes."""
+        return self._request().headers
+
+    @property
+    def query_params(self) -> QueryParams:
+        """The request's query parameters (``["k"]`` first value, ``getlist("k")`` all)."""
+        return self._request().query_params
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The request's cookies."""
+        return self._request().cookies
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        """The matched route's path parameters, converted."""
+        return self._request().path_params
+
+    def _route(self, route: Route, params: dict[str, Any]) -> None:
+        """Apply a matched route (before accept): its parameters, options and subprotocols."""
+        request = self._request()
+        request.path_params = params
+        if route.options:
+            options = attrs.evolve(self.options, **route.options)
+            if options.max_queue != self.options.max_queue:
+                send, receive = trio.open_memory_channel[TextMessage | BytesMessage](options.max_queue)
+                self._queue_send, self._queue_receive = send, receive
+            self.options = options
+        if route.subprotocols is not None:
+            self.supported_subprotocols = route.subprotocols
 
     @property
     def is_closed(self) -> bool:

@@ -15,30 +15,31 @@ import trio
 
 from ._connection import WebSocket, WebSocketOptions, WebSocketState, answer_and_linger
 from ._exceptions import WebSocketClose, WebSocketDisconnect
+from ._request import HTTPResponse, Request
 from .protocol import (
     CloseCode,
     Connection,
     HandshakeError,
-    Request,
     RequestParser,
     Role,
     build_response,
     error_response,
     negotiate_deflate,
     parse_extensions,
-    subprotocols,
     validate_request,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Handler", "WebSocketServer", "open_websocket_server", "serve_websocket"]
+__all__ = ["Handler", "ProcessRequest", "WebSocketServer", "open_websocket_server", "serve_websocket"]
 
 logger = logging.getLogger("trio_ws")
 
 #: ``async def handler(ws: WebSocket, **path_params) -> None``; a ``Router`` is one too.
 Handler = Callable[..., Awaitable[None]]
+#: ``async def process_request(request: Request) -> HTTPResponse | None``: the server's HTTP hook.
+ProcessRequest = Callable[[Request], Awaitable[HTTPResponse | None]]
 
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _ACCEPT_RETRY_DELAY = 0.1
@@ -80,8 +81,10 @@ class WebSocketServer:
         subprotocols: Sequence[str] = (),
         server_header: str | None = "trio_ws",
         max_request_size: int = 16 * 1024,
+        process_request: ProcessRequest | None = None,
     ) -> None:
         self.handler = handler
+        self.process_request = process_request
         self.options = options
         self.listeners = list(listeners)
         self.subprotocols = list(subprotocols)
@@ -96,16 +99,20 @@ class WebSocketServer:
         self._idle.set()
         self._closing = False
         self._closed = trio.Event()
+        self._port: int | None = None
+        for listener in self.listeners:  # read now: it stays readable after the server closed
+            while isinstance(listener, trio.SSLListener):
+                listener = listener.transport_listener
+            if isinstance(listener, trio.SocketListener):
+                self._port = int(listener.socket.getsockname()[1])
+                break
 
     @property
     def port(self) -> int:
         """The port of the first TCP listener."""
-        for listener in self.listeners:
-            while isinstance(listener, trio.SSLListener):
-                listener = listener.transport_listener
-            if isinstance(listener, trio.SocketListener):
-                return int(listener.socket.getsockname()[1])
-        raise RuntimeError("the server has no TCP listener")
+        if self._port is None:
+            raise RuntimeError("the server has no TCP listener")
+        return self._port
 
     # -------------------------------------------------------------- listeners
 
@@ -177,18 +184,23 @@ class WebSocketServer:
             if timeout.cancelled_caught or request is None:
                 logger.debug("opening handshake timed out")
                 return
+            scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
+            req = Request(request, scheme=scheme, client=peer_address(stream))
+            if self.process_request is not None and await self._process_request(stream, req):
+                return
             key = validate_request(request)
         except HandshakeError as exc:
             await self._answer(stream, error_response(exc.status, exc.reason + "\n", exc.headers))
             return
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
             return
-        ws = WebSocket(stream, Role.SERVER, self.options, request=request, client=peer_address(stream))
+        ws = WebSocket(stream, Role.SERVER, self.options, request=req, client=req.client)
+        ws.supported_subprotocols = tuple(self.subprotocols)
         self._scopes[scope] = ws
         async with trio.open_nursery() as nursery:
 
             async def accept(ws: WebSocket, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
-                await self._accept(ws, request, key, subprotocol, headers, nursery, parser.trailing)
+                await self._accept(ws, req, key, subprotocol, headers, nursery, parser.trailing)
 
             ws._accept_hook = accept
             try:
@@ -207,11 +219,13 @@ class WebSocketServer:
         nursery: trio.Nursery,
         trailing: bytes,
     ) -> None:
-        offered = subprotocols(request.headers)
+        offered = request.subprotocols
         if subprotocol is None:
-            subprotocol = next((p for p in offered if p in self.subprotocols), None)
+            subprotocol = next((p for p in offered if p in ws.supported_subprotocols), None)
         elif subprotocol not in offered:
-            raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client: {offered}")
+            raise ValueError(
+                f"accept(subprotocol={subprotocol!r}): the client did not offer it; it offered {offered}"
+            )
         if self.server_header is not None:
             headers = [*headers, ("Server", self.server_header)]
         if self._closing:
@@ -232,6 +246,23 @@ class WebSocketServer:
             trailing,
         )
         self.connections.add(ws)
+
+    async def _process_request(self, stream: trio.abc.Stream, request: Request) -> bool:
+        """Run the HTTP hook; answer and return ``True`` if it answered."""
+        assert self.process_request is not None
+        try:
+            response = await self.process_request(request)
+        except Exception:
+            logger.exception("process_request failed for %s", request.target)
+            response = HTTPResponse(500, "internal server error\n")
+        if response is None:
+            return False
+        body = response.body
+        data = error_response(response.status, body, response.headers, content_type=response.content_type)
+        if request.method == "HEAD" and body:  # the head a GET would get, without the body
+            data = data[: -len(body)]
+        await self._answer(stream, data)
+        return True
 
     async def _run_handler(self, ws: WebSocket) -> None:
         try:
@@ -303,9 +334,17 @@ async def open_websocket_server(
     subprotocols: Sequence[str] = (),
     server_header: str | None = "trio_ws",
     max_request_size: int = 16 * 1024,
+    process_request: ProcessRequest | None = None,
     **options: Any,
 ) -> AsyncIterator[WebSocketServer]:
     """Serve ``handler`` on ``host:port`` (or on ready-made ``listeners``) for the block's duration.
+
+    ``subprotocols``: those the server speaks, in case the handler (or its route) does not choose;
+    the first the client offered wins. ``server_header``: the ``Server`` response header (``None``:
+    none). ``max_request_size``: the request head's limit (431 beyond). ``process_request``: an
+    async hook that sees every request first and may answer it with an :class:`HTTPResponse` (health
+    checks, pages, redirects); ``None`` from it continues with the WebSocket handshake. Plain HTTP
+    requests it does not answer get 426 with ``Upgrade: websocket``.
 
     Keyword ``options`` are :class:`WebSocketOptions` fields. Leaving the block — normally, by an
     exception or by cancellation — shuts down gracefully (see :meth:`WebSocketServer.aclose`).
@@ -328,6 +367,7 @@ async def open_websocket_server(
         subprotocols=subprotocols,
         server_header=server_header,
         max_request_size=max_request_size,
+        process_request=process_request,
     )
     error: Exception | None = None
     async with trio.open_nursery() as nursery:

@@ -217,9 +217,9 @@ def deflate_offer(options: DeflateOptions) -> str:
 def accept_deflate(response: Sequence[ExtensionOffer], options: DeflateOptions) -> PerMessageDeflate | None:
     """The client's check of the server's answer to :func:`deflate_offer`; ``None`` if declined.
 
-    Raises :class:`HandshakeError` (status 0) for an answer the offer did not allow (§7.1): repeated
-    or unknown parameters, a window larger than offered, ``client_max_window_bits`` we did not
-    offer with a value above ours, or permessage-deflate twice.
+    Raises :class:`HandshakeError` (status 0) for an answer the offer did not allow (§7.1): repeated,
+    unknown or invalid parameters (``client_max_window_bits`` must have a value in a response), no
+    ``server_no_context_takeover`` when we asked for it, or permessage-deflate twice.
     """
     chosen = [raw for name, raw in response if name == NAME]
     if not chosen:
@@ -230,9 +230,8 @@ def accept_deflate(response: Sequence[ExtensionOffer], options: DeflateOptions) 
     if params is None:
         raise HandshakeError(0, f"invalid permessage-deflate response parameters: {chosen[0]}")
     server_bits = params.get("server_max_window_bits") or 15
-    client_bits = params.get("client_max_window_bits") or options.window_bits
-    if client_bits > options.window_bits:
-        raise HandshakeError(0, f"server chose client_max_window_bits={client_bits}, over our offer")
+    # A server may ignore the value we offered (RFC 7692 §7.1.2.2); we keep to ours anyway.
+    client_bits = min(params.get("client_max_window_bits") or 15, options.window_bits)
     if options.peer_no_context_takeover and "server_no_context_takeover" not in params:
         # Every offer asked for it: the server had to accept it or decline permessage-deflate.
         raise HandshakeError(0, "server did not accept server_no_context_takeover")

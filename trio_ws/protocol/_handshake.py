@@ -176,21 +176,21 @@ def _single(headers: Headers, name: str, status: int = 400) -> str:
 def validate_request(request: Request) -> str:
     """Check a WebSocket upgrade request (§4.2.1) and return its ``Sec-WebSocket-Key``.
 
-    Raises :class:`HandshakeError`: 405 for a method other than GET, 426 for a plain HTTP request
-    (with ``Upgrade: websocket``) or a version other than 13 (with ``Sec-WebSocket-Version: 13``),
-    400 for anything else malformed.
+    Raises :class:`HandshakeError`: 426 for a plain HTTP request, whatever its method (with
+    ``Upgrade: websocket``), 405 for an upgrade by a method other than GET, 426 for a version other
+    than 13 (with ``Sec-WebSocket-Version: 13``), 400 for anything else malformed.
     """
     headers = request.headers
-    if request.method != "GET":
-        raise HandshakeError(405, "the WebSocket handshake must be a GET", [("Allow", "GET")])
-    if request.http_version != "1.1":
-        raise HandshakeError(400, "the WebSocket handshake needs HTTP/1.1")
     if not request.is_upgrade:
         raise HandshakeError(
             426,
             "this resource is a WebSocket endpoint",
             [("Upgrade", "websocket"), ("Connection", "Upgrade")],
         )
+    if request.method != "GET":
+        raise HandshakeError(405, "the WebSocket handshake must be a GET", [("Allow", "GET")])
+    if request.http_version != "1.1":
+        raise HandshakeError(400, "the WebSocket handshake needs HTTP/1.1")
     if not any(t.lower() == "upgrade" for t in header_tokens(headers, "connection")):
         raise HandshakeError(400, "Connection header does not contain 'upgrade'")
     _single(headers, "host")

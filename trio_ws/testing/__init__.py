@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, final
 
@@ -13,7 +13,7 @@ import trio.testing
 
 from .._client import _run_client, connect_websocket
 from .._connection import WebSocket, WebSocketOptions
-from .._server import Handler, WebSocketServer
+from .._server import Handler, ProcessRequest, WebSocketServer
 
 __all__ = ["TestClient", "open_test_client"]
 
@@ -103,13 +103,18 @@ async def open_test_client(
     handler: Handler,
     path: str = "/",
     *,
-    headers: Sequence[tuple[str, str]] = (),
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
     query_string: str = "",
     subprotocols: Sequence[str] = (),
     server_subprotocols: Sequence[str] = (),
+    process_request: ProcessRequest | None = None,
     **options: Any,
 ) -> AsyncIterator[TestClient]:
     """Serve ``handler`` over an in-memory stream pair and connect a :class:`TestClient` to ``path``.
+
+    ``headers`` (a dict or pairs) and ``query_string`` (without ``?``) go into the request, which
+    carries ``Host: testserver``; ``server_subprotocols`` and ``process_request`` are the server's
+    (see :func:`~trio_ws.open_websocket_server`).
 
     Keyword ``options`` (:class:`~trio_ws.WebSocketOptions` fields) apply to both ends; keepalive
     pings are off unless asked for. A refused handshake raises :class:`~trio_ws.HandshakeRejected`
@@ -118,7 +123,8 @@ async def open_test_client(
     """
     options.setdefault("ping_interval", None)
     opts = WebSocketOptions(**options)
-    server = WebSocketServer(handler, opts, subprotocols=server_subprotocols)
+    server = WebSocketServer(handler, opts, subprotocols=server_subprotocols, process_request=process_request)
+    header_pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
     client_stream, server_stream = trio.testing.memory_stream_pair()
     resource = path + (f"?{query_string}" if query_string else "")
     error: Exception | None = None
@@ -132,7 +138,7 @@ async def open_test_client(
                     resource,
                     opts,
                     subprotocols=subprotocols,
-                    headers=headers,
+                    headers=header_pairs,
                 )
             except BaseException:
                 await trio.aclose_forcefully(client_stream)
