@@ -113,6 +113,22 @@ async def test_reject_with_any_status_headers_and_body(status: int) -> None:
     assert info.value.headers["retry-after"] == "30"
 
 
+async def test_reject_seen_by_the_websockets_client() -> None:
+    async def refuse(ws: WebSocket) -> None:
+        await ws.reject(429, body="slow down", headers=[("Retry-After", "30")])
+
+    async with open_websocket_server(refuse, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.port}/"
+
+        def client() -> tuple[int, str, bytes]:
+            with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+                ws_sync.connect(url)
+            response = refused.value.response
+            return response.status_code, response.headers["Retry-After"], bytes(response.body or b"")
+
+        assert await trio.to_thread.run_sync(client) == (429, "30", b"slow down")
+
+
 async def test_reject_refuses_a_status_that_is_not_an_error() -> None:
     errors: list[Exception] = []
 

@@ -142,6 +142,8 @@ def test_url_parts() -> None:
     assert URL("ws://[::1]:9000/").hostname == "::1"
     assert URL("ws://host:notaport/").port is None
     assert repr(URL("ws://h/")) == "URL('ws://h/')"
+    broken = URL("ws://[::1/p?q=1")  # a malformed Host header must not make the URL unreadable
+    assert (broken.hostname, broken.path, broken.query) == (None, "/p", "q=1")
 
 
 def test_query_params_are_an_immutable_multidict() -> None:

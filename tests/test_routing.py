@@ -259,6 +259,13 @@ async def test_route_level_options_and_subprotocols() -> None:
             await ws.send_text("x" * 50_000)
             assert await ws.receive_json() == [50_000, "json", 2]  # the client's preference among the route's
             assert ws.subprotocol == "json"
+        url = f"ws://127.0.0.1:{server.port}/big"
+
+        def client() -> str | None:
+            with ws_sync.connect(url, subprotocols=["graphql-ws"]) as conn:  # type: ignore[list-item]
+                return conn.subprotocol
+
+        assert await trio.to_thread.run_sync(client) == "graphql-ws"
         async with open_websocket("127.0.0.1", server.port, "/small", subprotocols=["json", "other"]) as ws:
             assert ws.subprotocol == "other"  # the router's routes fall back to the server's list
             await ws.send_text("x" * 50_000)

@@ -28,7 +28,13 @@ class URL(str):
 
     def __new__(cls, url: str) -> URL:
         self = super().__new__(cls, url)
-        self._parts = urlsplit(url)
+        try:
+            self._parts = urlsplit(url)
+        except ValueError:  # a malformed host (``[::1``): keep the rest readable, the host empty
+            scheme, _, rest = url.partition("://")
+            path = "/" + rest.partition("/")[2]
+            path, _, query = path.partition("?")
+            self._parts = SplitResult(scheme, "", path, query, "")
         return self
 
     @property

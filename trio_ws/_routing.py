@@ -147,6 +147,22 @@ def _validate_options(options: dict[str, Any]) -> None:
     attrs.evolve(WebSocketOptions(), **options)  # unknown names raise TypeError here, not per request
 
 
+class _Table:
+    """The compiled routes of a router: one regex for all, and one per route for the rare case where
+    the first match's values do not convert."""
+
+    def __init__(self, version: int, routes: list[Route]) -> None:
+        self.version = version
+        self.routes = routes
+        # One alternative per route; the empty group ``r<i>`` at its end tells which one matched.
+        body = "|".join(f"{route.regex(f'p{i}_')}(?P<r{i}>)" for i, route in enumerate(routes))
+        self.pattern = re.compile(f"(?:{body})\\Z" if routes else "(?!)")
+        self.groups = [
+            [(f"p{i}_{name}", name) for name in route.converters] for i, route in enumerate(routes)
+        ]
+        self.singles = [re.compile(route.regex("") + "\\Z") for route in routes]
+
+
 @final
 class Router:
     """Routes connections by path to handlers; itself a handler.
@@ -175,8 +191,9 @@ class Router:
         self.options = options
         # Routes and mounts in the order added: Route, or (prefix, Router).
         self._entries: list[Route | tuple[str, Router]] = []
+        self._mounted: list[Router] = []
         self._version = 0
-        self._compiled: tuple[int, re.Pattern[str], list[Route], list[list[tuple[str, str]]]] | None = None
+        self._compiled: _Table | None = None
 
     # ------------------------------------------------------------ building
 
@@ -244,6 +261,7 @@ class Router:
         if router is self:
             raise ValueError("a router cannot be mounted in itself")
         self._entries.append((prefix, router))
+        self._mounted.append(router)
         self._version += 1
 
     # ------------------------------------------------------------ matching
@@ -275,34 +293,30 @@ class Router:
         return out
 
     def _total_version(self) -> int:
-        return self._version + sum(e[1]._total_version() for e in self._entries if isinstance(e, tuple))
+        return self._version + sum(router._total_version() for router in self._mounted)
 
-    def _table(self) -> tuple[re.Pattern[str], list[Route], list[list[tuple[str, str]]]]:
+    def _table(self) -> _Table:
         version = self._total_version()
-        compiled = self._compiled
-        if compiled is None or compiled[0] != version:
-            routes = self.routes
-            # One alternative per route; the empty group ``r<i>`` at its end tells which matched.
-            body = "|".join(f"{route.regex(f'p{i}_')}(?P<r{i}>)" for i, route in enumerate(routes))
-            groups = [[(f"p{i}_{name}", name) for name in route.converters] for i, route in enumerate(routes)]
-            pattern = re.compile(f"(?:{body})\\Z" if routes else "(?!)")
-            compiled = self._compiled = (version, pattern, routes, groups)
-        return compiled[1], compiled[2], compiled[3]
+        table = self._compiled
+        if table is None or table.version != version:
+            table = self._compiled = _Table(version, self.routes)
+        return table
 
     def match(self, path: str) -> tuple[Route, dict[str, Any]] | None:
         """The first route matching the (percent-decoded) ``path`` and its converted parameters."""
-        pattern, routes, groups = self._table()
-        m = pattern.match(path)
+        table = self._table()
+        m = table.pattern.match(path)
         if m is None:
             return None
         first = int(m.lastgroup[1:]) if m.lastgroup else 0
-        route = routes[first]
-        params = route.convert({name: m.group(group) for group, name in groups[first]})
+        route = table.routes[first]
+        params = route.convert({name: m.group(group) for group, name in table.groups[first]})
         if params is not None:
             return route, params
-        for route in routes[first + 1 :]:  # it did not convert: try the later routes one by one
-            single = re.fullmatch(route.regex(""), path)
+        for index in range(first + 1, len(table.routes)):  # it did not convert: try the later routes
+            single = table.singles[index].match(path)
             if single is not None:
+                route = table.routes[index]
                 params = route.convert(single.groupdict())
                 if params is not None:
                     return route, params
