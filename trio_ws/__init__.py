@@ -1,16 +1,41 @@
 """trio_ws: a trio-native, structured-concurrency WebSocket server and client (RFC 6455)."""
 
+from ._auth import (
+    APIKey,
+    AuthBackend,
+    BearerToken,
+    Guard,
+    HasPermission,
+    HTTPBasic,
+    IsAdminUser,
+    IsAuthenticated,
+    JWTAuth,
+)
 from ._client import open_websocket, open_websocket_url
 from ._connection import WebSocket, WebSocketOptions, WebSocketState
 from ._exceptions import ConnectionClosed, HandshakeRejected, WebSocketClose, WebSocketDisconnect
+from ._limits import MessageLimit
 from ._request import URL, HTTPResponse, QueryParams, Request
 from ._routing import Route, Router
+from ._security import RateLimit, origin_allowed
 from ._server import Handler, ProcessRequest, WebSocketServer, open_websocket_server, serve_websocket
 from .protocol import CloseCode, DeflateOptions, Headers
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "APIKey",
+    "AuthBackend",
+    "BearerToken",
+    "Guard",
+    "HTTPBasic",
+    "HasPermission",
+    "IsAdminUser",
+    "IsAuthenticated",
+    "JWTAuth",
+    "MessageLimit",
+    "RateLimit",
+    "origin_allowed",
     "CloseCode",
     "ConnectionClosed",
     "DeflateOptions",

@@ -116,9 +116,11 @@ async def open_websocket(
     ssl_context: ssl.SSLContext | None = None,
     subprotocols: Sequence[str] = (),
     headers: Sequence[tuple[str, str]] = (),
+    local_address: str | None = None,
     **options: Any,
 ) -> AsyncIterator[WebSocket]:
-    """Connect to ``host:port``, run the handshake for ``resource``, and yield the
+    """Connect to ``host:port`` (from ``local_address``, if given), run the handshake for
+    ``resource``, and yield the
     :class:`WebSocket`; leaving the block closes it (1000, bounded by ``close_timeout``).
 
     Keyword ``options`` are :class:`WebSocketOptions` fields. Raises :class:`HandshakeRejected` when
@@ -127,7 +129,7 @@ async def open_websocket(
     """
     opts = WebSocketOptions(**options)
     with trio.fail_after(opts.open_timeout):
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port, local_address=local_address)
         try:
             if ssl_context is not None:
                 stream = trio.SSLStream(stream, ssl_context, server_hostname=host)

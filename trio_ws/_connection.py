@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import enum
 import json
 import logging
 import os
@@ -18,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal, final
 import attrs
 import trio
 
-from ._exceptions import WebSocketDisconnect
+from ._exceptions import WebSocketDisconnect, check_close_reason
+from ._limits import MessageMeter
+from ._options import WebSocketOptions, WebSocketState, answer_and_linger
 from ._request import URL, QueryParams, Request
 from .protocol import (
     BytesMessage,
@@ -26,7 +27,6 @@ from .protocol import (
     CloseReceived,
     Connection,
     ConnectionState,
-    DeflateOptions,
     LocalProtocolError,
     Pong,
     Role,
@@ -38,47 +38,13 @@ if TYPE_CHECKING:
     from ._routing import Route
     from .protocol import Headers
 
-__all__ = ["WebSocket", "WebSocketOptions", "WebSocketState"]
+__all__ = ["WebSocket", "WebSocketOptions", "WebSocketState", "answer_and_linger"]
 
 logger = logging.getLogger("trio_ws")
 
 _RECEIVE_SIZE = 65536
 # How long the reader waits for a handler that is behind before it reads ahead (to see a close frame).
 _READ_AHEAD_AFTER = 0.05
-
-
-class WebSocketState(enum.Enum):
-    """One side's state, as in Starlette: ``client_state`` and ``application_state``."""
-
-    CONNECTING = 0  #: the opening handshake is under way
-    CONNECTED = 1  #: accepted: messages flow
-    DISCONNECTED = 2  #: this side closed (or refused) the connection, or it dropped
-
-
-@attrs.frozen
-class WebSocketOptions:
-    """Per-connection settings, shared by the server and the client.
-
-    - ``max_message_size``: largest received message in bytes (``None``: no limit); larger fails 1009.
-    - ``max_queue``: received messages waiting for the handler before the reader stops reading.
-    - ``queue_high_water`` / ``queue_low_water``: bytes waiting before the reader stops reading, and the
-      level at which it starts again.
-    - ``ping_interval`` / ``ping_timeout``: keepalive pings (``None``: off); no pong within the timeout
-      closes with 1011.
-    - ``open_timeout``: TLS and opening handshake; ``close_timeout``: closing handshake.
-    - ``compression``: permessage-deflate settings (:class:`DeflateOptions`), negotiated when the peer
-      agrees; ``None`` turns compression off.
-    """
-
-    max_message_size: int | None = 2**20
-    max_queue: int = 16
-    queue_high_water: int = 2**20
-    queue_low_water: int = 2**18
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    open_timeout: float = 10.0
-    close_timeout: float = 10.0
-    compression: DeflateOptions | None = attrs.field(factory=DeflateOptions)
 
 
 @final
@@ -121,6 +87,12 @@ class WebSocket:
         self.application_state = WebSocketState.CONNECTING
         #: Round-trip time of the last ping answered, in seconds.
         self.latency: float | None = None
+        #: The authenticated principal (server side, when an ``auth`` backend accepted the request).
+        self.user: Any = None
+        #: The authentication backend that accepted it.
+        self.auth: Any = None
+        self._meter: MessageMeter | None = None
+        self._over_limit = False
         self._conn: Connection | None = None
         self._write_lock = trio.StrictFIFOLock()
         send, receive = trio.open_memory_channel[TextMessage | BytesMessage](options.max_queue)
@@ -226,6 +198,8 @@ class WebSocket:
         self._conn = conn
         self._nursery = nursery
         self.client_state = self.application_state = WebSocketState.CONNECTED
+        if self.options.message_limit is not None:
+            self._meter = MessageMeter(self.options.message_limit, trio.current_time())
         nursery.start_soon(self._reader, trailing)
         if self.options.ping_interval is not None:
             nursery.start_soon(self._keepalive)
@@ -303,6 +277,10 @@ class WebSocket:
                     if conn.failure is not None:
                         await self._fail(conn.failure.code, conn.failure.reason)
                         break
+                    if self._over_limit:
+                        await self._fail(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
+                        await self._await_peer_close()
+                        break
                     if conn.state is ConnectionState.CLOSED:
                         break
                 data = await stream.receive_some(_RECEIVE_SIZE)
@@ -329,6 +307,20 @@ class WebSocket:
             with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
                 await stream.aclose()
 
+    async def _await_peer_close(self) -> None:
+        """After our close frame (a policy close): read and drop what still comes until the peer's
+        close frame or the end of the stream, at most ``close_timeout``, so that the peer reads our
+        close frame instead of a connection reset."""
+        conn = self._conn
+        assert conn is not None
+        with trio.move_on_after(self.options.close_timeout):
+            while conn.state is not ConnectionState.CLOSED:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+                if not data:
+                    conn.receive_data(b"")
+                    return
+                self._process(data)
+
     def _stream_failed(self) -> None:
         conn = self._conn
         assert conn is not None
@@ -340,11 +332,16 @@ class WebSocket:
         """Feed received bytes to the protocol; whole messages go to the backlog."""
         conn = self._conn
         assert conn is not None
+        meter = self._meter
         for event in conn.receive_data(data):
             if isinstance(event, (TextMessage, BytesMessage)):
-                if not self._draining:
-                    self._backlog.append(event)
-                    self._backlog_bytes += len(event.data)
+                if self._draining or self._over_limit:
+                    continue
+                if meter is not None and not meter.take(len(event.data), trio.current_time()):
+                    self._over_limit = True  # this message and what follows are dropped
+                    continue
+                self._backlog.append(event)
+                self._backlog_bytes += len(event.data)
             elif isinstance(event, Pong):
                 self._pong(event.payload)
             elif isinstance(event, CloseReceived):
@@ -676,7 +673,10 @@ class WebSocket:
 
         Before :meth:`accept` on a server, it refuses the handshake with HTTP 403. Closing an
         already closed connection does nothing. Messages that arrive meanwhile are discarded.
+        Raises ``ValueError`` for a reason with CR or LF (and ``LocalProtocolError`` for one over 123
+        bytes of UTF-8).
         """
+        check_close_reason(reason)
         if self._conn is None:
             if self.role is Role.SERVER and self.application_state is WebSocketState.CONNECTING:
                 await self.reject(403)
@@ -699,27 +699,6 @@ class WebSocket:
             self._broken = True
             await trio.aclose_forcefully(self.stream)
         await trio.lowlevel.checkpoint()
-
-
-_LINGER_SECONDS = 1.0
-_LINGER_BYTES = 65536
-
-
-async def answer_and_linger(stream: trio.abc.Stream, data: bytes, give_up_after: float) -> None:
-    """Send ``data`` (an HTTP answer that ends the connection) if the peer is there, then close
-    lingering: half-close, and read and drop what the peer still sends (at most 1 s and 64 KiB), so
-    that closing with unread bytes does not reset the connection and lose the answer."""
-    with (
-        trio.move_on_after(give_up_after),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-    ):
-        await stream.send_all(data)
-        if isinstance(stream, trio.abc.HalfCloseableStream):
-            await stream.send_eof()
-        with trio.move_on_after(_LINGER_SECONDS):
-            drained = 0
-            while drained < _LINGER_BYTES and (chunk := await stream.receive_some(16384)):
-                drained += len(chunk)
 
 
 @final

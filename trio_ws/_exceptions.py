@@ -28,10 +28,18 @@ class WebSocketDisconnect(Exception):
 ConnectionClosed = WebSocketDisconnect
 
 
+def check_close_reason(reason: str) -> None:
+    """Refuse a close reason with CR or LF (it may end up in logs and proxies' headers)."""
+    if "\r" in reason or "\n" in reason:
+        raise ValueError(f"a close reason must not contain CR or LF: {reason!r}")
+
+
 class WebSocketClose(Exception):
-    """Raise it from a handler to close the connection with ``code`` and ``reason``."""
+    """Raise it from a handler to close the connection with ``code`` and ``reason`` (``ValueError``
+    for a reason with CR or LF)."""
 
     def __init__(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        check_close_reason(reason)
         super().__init__(code, reason)
         self.code = code
         self.reason = reason

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from ._connection import WebSocketOptions
+from ._auth import AuthBackend, Guard
+from ._options import WebSocketOptions
+from ._security import RateLimit, SecurityPolicy
 
 if TYPE_CHECKING:
     from ._connection import WebSocket
@@ -124,6 +126,8 @@ class Route:
     subprotocols: tuple[str, ...] | None = None
     #: Parameter name -> converter name.
     converters: dict[str, str] = attrs.field(factory=dict, eq=False)
+    #: Origin checks, rate limit, authentication and guards for this route (its routers' included).
+    security: SecurityPolicy | None = None
 
     def regex(self, group_prefix: str) -> str:
         """This route's pattern as a regex body, its groups named ``<group_prefix><name>``."""
@@ -172,8 +176,9 @@ class Router:
     ``uuid.UUID``) or by an explicit converter in the pattern (``{id:int}``, ``{rest:path}`` for the
     rest of the path, slashes included). A value that does not convert means the route does not
     match. An unmatched path is refused during the handshake with ``unmatched_status`` (403, the
-    ASGI convention; 404 if you prefer). ``options`` (:class:`~trio_ws.WebSocketOptions` fields) and
-    ``subprotocols`` apply to every route of this router unless a route says otherwise.
+    ASGI convention; 404 if you prefer). ``options`` (:class:`~trio_ws.WebSocketOptions` fields),
+    ``subprotocols`` and security (``origins``, ``require_origin``, ``rate_limit``, ``auth``,
+    ``guards``) apply to every route of this router unless a route says otherwise.
     """
 
     def __init__(
@@ -181,6 +186,11 @@ class Router:
         *,
         unmatched_status: int = 403,
         subprotocols: Sequence[str] | None = None,
+        origins: Sequence[str] | None = None,
+        require_origin: bool | None = None,
+        rate_limit: RateLimit | None = None,
+        auth: Sequence[AuthBackend] | None = None,
+        guards: Sequence[Guard] | None = None,
         **options: Any,
     ) -> None:
         if not 400 <= unmatched_status <= 599:
@@ -189,6 +199,7 @@ class Router:
         self.unmatched_status = unmatched_status
         self.subprotocols = None if subprotocols is None else tuple(subprotocols)
         self.options = options
+        self.security = SecurityPolicy.build(origins, require_origin, rate_limit, auth, guards)
         # Routes and mounts in the order added: Route, or (prefix, Router).
         self._entries: list[Route | tuple[str, Router]] = []
         self._mounted: list[Router] = []
@@ -203,12 +214,12 @@ class Router:
         *,
         name: str | None = None,
         subprotocols: Sequence[str] | None = None,
-        **options: Any,
+        **settings: Any,
     ) -> Callable[[Handler], Handler]:
         """Decorator: route ``path`` to the decorated handler (see :meth:`add_route`)."""
 
         def register(handler: Handler) -> Handler:
-            self.add_route(path, handler, name=name, subprotocols=subprotocols, **options)
+            self.add_route(path, handler, name=name, subprotocols=subprotocols, **settings)
             return handler
 
         return register
@@ -220,14 +231,21 @@ class Router:
         *,
         name: str | None = None,
         subprotocols: Sequence[str] | None = None,
+        origins: Sequence[str] | None = None,
+        require_origin: bool | None = None,
+        rate_limit: RateLimit | None = None,
+        auth: Sequence[AuthBackend] | None = None,
+        guards: Sequence[Guard] | None = None,
         **options: Any,
     ) -> Route:
-        """Route ``path`` to ``handler(ws, **path_params)``, with route-level ``subprotocols`` and
-        :class:`~trio_ws.WebSocketOptions` fields. Raises ``ValueError`` for a malformed pattern, an
-        unknown converter, or a parameter the handler cannot take."""
+        """Route ``path`` to ``handler(ws, **path_params)``, with route-level ``subprotocols``,
+        security (``origins``, ``require_origin``, ``rate_limit``, ``auth``, ``guards``: see
+        ``docs/security.md``) and :class:`~trio_ws.WebSocketOptions` fields. Raises ``ValueError`` for
+        a malformed pattern, an unknown converter, or a parameter the handler cannot take."""
         if not path.startswith("/"):
             raise ValueError(f"a route path starts with '/': {path!r}")
         _validate_options(options)
+        security = SecurityPolicy.build(origins, require_origin, rate_limit, auth, guards)
         annotations, var_keyword = _annotations(handler)
         converters: dict[str, str] = {}
         for m in _PARAM.finditer(path):
@@ -248,6 +266,7 @@ class Router:
             options,
             None if subprotocols is None else tuple(subprotocols),
             converters,
+            security,
         )
         self._entries.append(route)
         self._version += 1
@@ -269,13 +288,18 @@ class Router:
     @property
     def routes(self) -> list[Route]:
         """Every route with its full path, mounted routers' included, in matching order."""
-        return self._flatten("", {}, None)
+        return self._flatten("", {}, None, None)
 
     def _flatten(
-        self, prefix: str, options: dict[str, Any], subprotocols: tuple[str, ...] | None
+        self,
+        prefix: str,
+        options: dict[str, Any],
+        subprotocols: tuple[str, ...] | None,
+        security: SecurityPolicy | None,
     ) -> list[Route]:
         options = {**options, **self.options}
         subprotocols = self.subprotocols if self.subprotocols is not None else subprotocols
+        security = security if self.security is None else self.security.over(security)
         out: list[Route] = []
         for entry in self._entries:
             if isinstance(entry, Route):
@@ -285,11 +309,12 @@ class Router:
                         path=prefix + entry.path,
                         options={**options, **entry.options},
                         subprotocols=entry.subprotocols if entry.subprotocols is not None else subprotocols,
+                        security=security if entry.security is None else entry.security.over(security),
                     )
                 )
             else:
                 sub_prefix, router = entry
-                out.extend(router._flatten(prefix + sub_prefix, options, subprotocols))
+                out.extend(router._flatten(prefix + sub_prefix, options, subprotocols, security))
         return out
 
     def _total_version(self) -> int:
@@ -332,6 +357,12 @@ class Router:
             await ws.reject(self.unmatched_status)
             return
         route, params = found
+        if route.security is not None:
+            assert request is not None
+            refusal, ws.user, ws.auth = await route.security.check(request, ws.user, ws.auth)
+            if refusal is not None:
+                await ws.reject(refusal.status, refusal.body, refusal.headers)
+                return
         ws._route(route, params)
         await route.handler(ws, **params)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import math
@@ -13,9 +14,11 @@ from typing import Any, final
 
 import trio
 
+from ._auth import AuthBackend, Guard
 from ._connection import WebSocket, WebSocketOptions, WebSocketState, answer_and_linger
 from ._exceptions import WebSocketClose, WebSocketDisconnect
 from ._request import HTTPResponse, Request
+from ._security import RateLimit, SecurityPolicy, client_address, parse_networks
 from .protocol import (
     CloseCode,
     Connection,
@@ -58,6 +61,13 @@ def peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
     return None
 
 
+def _http(response: HTTPResponse, request: Request) -> bytes:
+    """``response`` on the wire; for a HEAD request, the head a GET would get, without the body."""
+    body = response.body
+    data = error_response(response.status, body, response.headers, content_type=response.content_type)
+    return data[: -len(body)] if request.method == "HEAD" and body else data
+
+
 def _only_disconnects(exc: BaseException) -> bool:
     """Whether ``exc`` is a ``WebSocketDisconnect``, or a group made only of them (nested or not)."""
     if isinstance(exc, BaseExceptionGroup):
@@ -82,9 +92,18 @@ class WebSocketServer:
         server_header: str | None = "trio_ws",
         max_request_size: int = 16 * 1024,
         process_request: ProcessRequest | None = None,
+        security: SecurityPolicy | None = None,
+        max_connections: int | None = None,
+        max_connections_per_client: int | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         self.handler = handler
         self.process_request = process_request
+        self.security = security
+        self.max_connections = max_connections
+        self.max_connections_per_client = max_connections_per_client
+        self.trusted_proxies = parse_networks(trusted_proxies)
+        self._per_client: collections.Counter[str] = collections.Counter()
         self.options = options
         self.listeners = list(listeners)
         self.subprotocols = list(subprotocols)
@@ -149,10 +168,16 @@ class WebSocketServer:
         with 1011. The connection is shielded from outside cancellation; :meth:`aclose` ends it.
         """
         with trio.CancelScope(shield=True) as scope:
+            full = self.max_connections is not None and len(self._scopes) >= self.max_connections
             self._scopes[scope] = scope
             self._idle = trio.Event()
             try:
-                await self._serve(stream, scope)
+                if full:
+                    await self._answer(
+                        stream, error_response(503, "too many connections\n", [("Retry-After", "1")])
+                    )
+                else:
+                    await self._serve(stream, scope)
             except Exception:
                 logger.exception("connection failed")
             finally:
@@ -194,8 +219,38 @@ class WebSocketServer:
             return
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
             return
+        req.client = client_address(req.client, req.headers, self.trusted_proxies)
+        host = req.client[0] if req.client else "-"
+        if (
+            self.max_connections_per_client is not None
+            and self._per_client[host] >= self.max_connections_per_client
+        ):
+            await self._answer(
+                stream,
+                error_response(429, "too many connections from this address\n", [("Retry-After", "1")]),
+            )
+            return
+        self._per_client[host] += 1
+        try:
+            await self._admit(stream, scope, parser, req, key)
+        finally:
+            self._per_client[host] -= 1
+            if not self._per_client[host]:
+                del self._per_client[host]
+
+    async def _admit(
+        self, stream: trio.abc.Stream, scope: trio.CancelScope, parser: RequestParser, req: Request, key: str
+    ) -> None:
+        """The server-wide checks, then the handler."""
+        principal = backend = None
+        if self.security is not None:
+            refusal, principal, backend = await self.security.check(req)
+            if refusal is not None:
+                await self._answer(stream, _http(refusal, req))
+                return
         ws = WebSocket(stream, Role.SERVER, self.options, request=req, client=req.client)
         ws.supported_subprotocols = tuple(self.subprotocols)
+        ws.user, ws.auth = principal, backend
         self._scopes[scope] = ws
         async with trio.open_nursery() as nursery:
 
@@ -257,11 +312,7 @@ class WebSocketServer:
             response = HTTPResponse(500, "internal server error\n")
         if response is None:
             return False
-        body = response.body
-        data = error_response(response.status, body, response.headers, content_type=response.content_type)
-        if request.method == "HEAD" and body:  # the head a GET would get, without the body
-            data = data[: -len(body)]
-        await self._answer(stream, data)
+        await self._answer(stream, _http(response, request))
         return True
 
     async def _run_handler(self, ws: WebSocket) -> None:
@@ -335,6 +386,14 @@ async def open_websocket_server(
     server_header: str | None = "trio_ws",
     max_request_size: int = 16 * 1024,
     process_request: ProcessRequest | None = None,
+    origins: Sequence[str] | None = None,
+    require_origin: bool = False,
+    rate_limit: RateLimit | None = None,
+    auth: Sequence[AuthBackend] = (),
+    guards: Sequence[Guard] = (),
+    max_connections: int | None = None,
+    max_connections_per_client: int | None = None,
+    trusted_proxies: Sequence[str] = (),
     **options: Any,
 ) -> AsyncIterator[WebSocketServer]:
     """Serve ``handler`` on ``host:port`` (or on ready-made ``listeners``) for the block's duration.
@@ -345,6 +404,15 @@ async def open_websocket_server(
     async hook that sees every request first and may answer it with an :class:`HTTPResponse` (health
     checks, pages, redirects); ``None`` from it continues with the WebSocket handshake. Plain HTTP
     requests it does not answer get 426 with ``Upgrade: websocket``.
+
+    Security (``docs/security.md``), checked before the handler in this order: ``origins`` (allowed
+    ``Origin`` values: exact, ``"*"``, ``"https://*.example.com"``; refused with 403 "Origin not
+    allowed"; ``require_origin`` refuses requests without one), ``rate_limit`` (a :class:`RateLimit`
+    per client address: 429 with ``Retry-After``), ``auth`` (backends; the first to return a
+    principal wins: ``ws.user``), ``guards`` (401 without credentials, 403 otherwise).
+    ``max_connections`` (503 beyond) and ``max_connections_per_client`` (429 beyond) cap
+    connections; ``trusted_proxies`` (addresses or CIDR networks) are the proxies whose
+    ``Forwarded`` / ``X-Forwarded-For`` headers say who the client is.
 
     Keyword ``options`` are :class:`WebSocketOptions` fields. Leaving the block — normally, by an
     exception or by cancellation — shuts down gracefully (see :meth:`WebSocketServer.aclose`).
@@ -368,6 +436,10 @@ async def open_websocket_server(
         server_header=server_header,
         max_request_size=max_request_size,
         process_request=process_request,
+        security=SecurityPolicy.build(origins, require_origin, rate_limit, auth, guards),
+        max_connections=max_connections,
+        max_connections_per_client=max_connections_per_client,
+        trusted_proxies=trusted_proxies,
     )
     error: Exception | None = None
     async with trio.open_nursery() as nursery:

@@ -1,0 +1,72 @@
+"""The settings of a connection (:class:`WebSocketOptions`), its states, and the helper that answers
+a refused handshake without losing the answer."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+
+import attrs
+import trio
+
+from ._limits import MessageLimit
+from .protocol import DeflateOptions
+
+__all__ = ["WebSocketOptions", "WebSocketState", "answer_and_linger"]
+
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 65536
+
+
+class WebSocketState(enum.Enum):
+    """One side's state, as in Starlette: ``client_state`` and ``application_state``."""
+
+    CONNECTING = 0  #: the opening handshake is under way
+    CONNECTED = 1  #: accepted: messages flow
+    DISCONNECTED = 2  #: this side closed (or refused) the connection, or it dropped
+
+
+@attrs.frozen
+class WebSocketOptions:
+    """Per-connection settings, shared by the server and the client.
+
+    - ``max_message_size``: largest received message in bytes (``None``: no limit); larger fails 1009.
+    - ``max_queue``: received messages waiting for the handler before the reader stops reading.
+    - ``queue_high_water`` / ``queue_low_water``: bytes waiting before the reader stops reading, and the
+      level at which it starts again.
+    - ``ping_interval`` / ``ping_timeout``: keepalive pings (``None``: off); no pong within the timeout
+      closes with 1011.
+    - ``open_timeout``: TLS and opening handshake; ``close_timeout``: closing handshake.
+    - ``compression``: permessage-deflate settings (:class:`DeflateOptions`), negotiated when the peer
+      agrees; ``None`` turns compression off.
+    - ``message_limit``: received messages per second and bytes per second (:class:`MessageLimit`);
+      beyond them the connection is closed with 1008.
+    """
+
+    max_message_size: int | None = 2**20
+    max_queue: int = 16
+    queue_high_water: int = 2**20
+    queue_low_water: int = 2**18
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    open_timeout: float = 10.0
+    close_timeout: float = 10.0
+    compression: DeflateOptions | None = attrs.field(factory=DeflateOptions)
+    message_limit: MessageLimit | None = None
+
+
+async def answer_and_linger(stream: trio.abc.Stream, data: bytes, give_up_after: float) -> None:
+    """Send ``data`` (an HTTP answer that ends the connection) if the peer is there, then close
+    lingering: half-close, and read and drop what the peer still sends (at most 1 s and 64 KiB), so
+    that closing with unread bytes does not reset the connection and lose the answer."""
+    with (
+        trio.move_on_after(give_up_after),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(data)
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        with trio.move_on_after(_LINGER_SECONDS):
+            drained = 0
+            while drained < _LINGER_BYTES and (chunk := await stream.receive_some(16384)):
+                drained += len(chunk)

@@ -1,0 +1,241 @@
+"""Handshake defences: origin checks, rate limits, authentication and guards (in that order), and
+the client address behind trusted proxies. (Per-connection message limits are in ``_limits``.)
+
+Server-wide settings are checked before the handler; a route's (or router's) settings when the router
+matches it. A refusal is an HTTP status with a short body, never a traceback.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from ._auth import AuthBackend, Guard, authenticate, check_guards
+from ._request import HTTPResponse, Request
+from .protocol import Headers
+
+__all__ = ["RateLimit", "SecurityPolicy", "client_address", "origin_allowed"]
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+_ORIGIN = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\*\.[^:/]+|[^:/]+|\[[0-9a-f:.]+\])(?::(?P<port>\d+))?/?"
+)
+
+
+def _normal(origin: str) -> tuple[str, str, int] | None:
+    m = _ORIGIN.fullmatch(origin.strip().lower())
+    if m is None:
+        return None
+    scheme = m["scheme"]
+    port = int(m["port"]) if m["port"] else _DEFAULT_PORTS.get(scheme, 0)
+    return scheme, m["host"], port
+
+
+def origin_allowed(origin: str, allowed: Sequence[str]) -> bool:
+    """Whether ``origin`` is one of ``allowed``: exact origins (scheme, host and port, compared
+    case-insensitively, default ports implied), ``"*"`` for any, and patterns whose host starts with
+    ``*.`` (``https://*.example.com`` matches ``https://a.example.com`` and ``https://a.b.example.com``,
+    not ``https://example.com``). ``"null"`` (sandboxed pages) matches only ``"null"`` or ``"*"``."""
+    if "*" in allowed:
+        return True
+    if origin == "null":
+        return "null" in allowed
+    got = _normal(origin)
+    if got is None:
+        return False
+    for entry in allowed:
+        want = _normal(entry)
+        if want is None or want[0] != got[0] or want[2] != got[2]:
+            continue
+        host = want[1]
+        if host.startswith("*."):
+            if got[1].endswith(host[1:]) and len(got[1]) > len(host) - 1:
+                return True
+        elif host == got[1]:
+            return True
+    return False
+
+
+class _Bucket:
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class RateLimit:
+    """A token bucket per client address for connection attempts: ``rps`` tokens a second, at most
+    ``burst`` (default: ``max(1, rps)``). Beyond it the handshake gets 429 with ``Retry-After``.
+
+    Memory is bounded: at most ``max_clients`` buckets are kept, the least recently used dropped
+    first (a dropped bucket starts full again)."""
+
+    def __init__(self, rps: float, burst: int | None = None, *, max_clients: int = 100_000) -> None:
+        if rps <= 0:
+            raise ValueError("rps must be positive")
+        self.rps = rps
+        self.burst = max(1, math.ceil(rps)) if burst is None else burst
+        if self.burst < 1:
+            raise ValueError("burst must be at least 1")
+        self.max_clients = max_clients
+        self._buckets: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
+
+    def hit(self, key: str, now: float) -> float:
+        """Take a token for ``key``: 0.0 if there was one, else the seconds until there will be."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
+            if len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.stamp) * self.rps)
+            bucket.stamp = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rps
+
+    def __repr__(self) -> str:
+        return f"RateLimit(rps={self.rps}, burst={self.burst})"
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: Sequence[str]) -> tuple[Network, ...]:
+    """``"10.0.0.1"`` or ``"10.0.0.0/8"`` entries as networks (``ValueError`` for a bad one)."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _in(host: str, networks: Sequence[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def _forwarded_for(headers: Headers) -> list[str]:
+    """The client addresses a proxy chain added, oldest first: ``Forwarded: for=`` or, without it,
+    ``X-Forwarded-For``."""
+    out: list[str] = []
+    for value in headers.getlist("forwarded"):
+        for element in value.split(","):
+            for pair in element.split(";"):
+                name, _, addr = pair.strip().partition("=")
+                if name.lower() == "for" and addr:
+                    addr = addr.strip('"')
+                    if addr.startswith("["):  # "[2001:db8::1]:4711"
+                        addr = addr[1 : addr.find("]")] if "]" in addr else addr[1:]
+                    elif addr.count(":") == 1:  # "192.0.2.1:4711"
+                        addr = addr.partition(":")[0]
+                    out.append(addr)
+    if out:
+        return out
+    for value in headers.getlist("x-forwarded-for"):
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return out
+
+
+def client_address(
+    peer: tuple[str, int] | None, headers: Headers, trusted: Sequence[Network]
+) -> tuple[str, int] | None:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then the nearest address
+    in ``Forwarded`` / ``X-Forwarded-For`` that is not itself a trusted proxy (port 0: unknown)."""
+    if peer is None or not trusted or not _in(peer[0], trusted):
+        return peer
+    chain = _forwarded_for(headers)
+    for host in reversed(chain):
+        if not _in(host, trusted):
+            return (host, 0)
+    return (chain[0], 0) if chain else peer
+
+
+@attrs.frozen
+class SecurityPolicy:
+    """What a server, a router or a route checks before its handler runs, in this order: origin,
+    rate limit, authentication, guards. ``None`` fields are not set (a route's set fields override
+    its router's, and a router's its parent's)."""
+
+    origins: tuple[str, ...] | None = None
+    require_origin: bool | None = None
+    rate_limit: RateLimit | None = None
+    auth: tuple[AuthBackend, ...] | None = None
+    guards: tuple[Guard, ...] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        origins: Sequence[str] | None = None,
+        require_origin: bool | None = None,
+        rate_limit: RateLimit | None = None,
+        auth: Sequence[AuthBackend] | None = None,
+        guards: Sequence[Guard] | None = None,
+    ) -> SecurityPolicy | None:
+        """A policy from keyword arguments, or ``None`` when none is set."""
+        if origins is not None and isinstance(origins, str):
+            raise TypeError("origins is a list of origins, not a string")
+        for backend in auth or ():
+            if not callable(getattr(backend, "authenticate", None)):
+                raise TypeError(f"{backend!r} is not an authentication backend (no authenticate method)")
+        for guard in guards or ():
+            if not callable(guard):
+                raise TypeError(f"{guard!r} is not a guard (not callable)")
+        policy = cls(
+            None if origins is None else tuple(origins),
+            require_origin,
+            rate_limit,
+            None if auth is None else tuple(auth),
+            None if guards is None else tuple(guards),
+        )
+        return None if policy == cls() else policy
+
+    def over(self, base: SecurityPolicy | None) -> SecurityPolicy:
+        """This policy's set fields over ``base``'s."""
+        if base is None:
+            return self
+        return SecurityPolicy(
+            *(
+                mine if mine is not None else theirs
+                for mine, theirs in zip(
+                    attrs.astuple(self, recurse=False), attrs.astuple(base, recurse=False), strict=True
+                )
+            )
+        )
+
+    async def check(
+        self, request: Request, principal: Any = None, backend: AuthBackend | None = None
+    ) -> tuple[HTTPResponse | None, Any, AuthBackend | None]:
+        """Run the checks: ``(refusal, None, None)`` or ``(None, principal, backend)``. Without
+        ``auth`` of its own, the ``principal`` authenticated before (server-wide) is the one guarded."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            if self.require_origin:
+                return HTTPResponse(403, "Origin not allowed"), None, None
+        elif self.origins is not None and not origin_allowed(origin, self.origins):
+            return HTTPResponse(403, "Origin not allowed"), None, None
+        if self.rate_limit is not None:
+            key = request.client[0] if request.client else "-"
+            wait = self.rate_limit.hit(key, trio.current_time())
+            if wait:
+                retry = str(max(1, math.ceil(wait)))
+                return HTTPResponse(429, "Rate limit exceeded", [("Retry-After", retry)]), None, None
+        if self.auth is not None:
+            principal, backend = await authenticate(self.auth, request)
+        failed = await check_guards(self.guards or (), request, principal)
+        if failed is not None:
+            if principal is None:
+                challenges = [c for b in self.auth or () if (c := getattr(b, "challenge", None))]
+                headers = [("WWW-Authenticate", challenges[0])] if challenges else []
+                return HTTPResponse(401, "Authentication required", headers), None, None
+            return HTTPResponse(403, "Permission denied"), None, None
+        return None, principal, backend
