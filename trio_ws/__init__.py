@@ -1,5 +1,7 @@
 """trio_ws: a trio-native, structured-concurrency WebSocket server and client (RFC 6455)."""
 
+import logging
+
 from ._auth import (
     APIKey,
     AuthBackend,
@@ -22,6 +24,9 @@ from ._server import Handler, ProcessRequest, WebSocketServer, open_websocket_se
 from .protocol import CloseCode, DeflateOptions, Headers
 
 __version__ = "0.1.0.dev0"
+
+# A library prints nothing unless the application configures logging (the CLI does).
+logging.getLogger("trio_ws").addHandler(logging.NullHandler())
 
 __all__ = [
     "APIKey",

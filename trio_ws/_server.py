@@ -38,6 +38,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backpor
 __all__ = ["Handler", "ProcessRequest", "WebSocketServer", "open_websocket_server", "serve_websocket"]
 
 logger = logging.getLogger("trio_ws")
+access_logger = logging.getLogger("trio_ws.access")
 
 #: ``async def handler(ws: WebSocket, **path_params) -> None``; a ``Router`` is one too.
 Handler = Callable[..., Awaitable[None]]
@@ -59,6 +60,43 @@ def peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
             return None
         return (str(address[0]), int(address[1]))
     return None
+
+
+class _Access:
+    """What the access log says of one connection, filled in as it goes."""
+
+    __slots__ = ("client", "request", "start", "status", "ws")
+
+    def __init__(self, start: float, client: tuple[str, int] | None) -> None:
+        self.start = start
+        self.client = client
+        self.request: Request | None = None
+        self.status = "-"  # the HTTP status answered, "-" when dropped without an answer
+        self.ws: WebSocket | None = None
+
+    def log(self) -> None:
+        """One line on ``trio_ws.access`` (INFO): client, path, outcome, duration, traffic."""
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        request, ws = self.request, self.ws
+        client = request.client if request is not None else self.client
+        where = f"{client[0]}:{client[1]}" if client else "-"
+        path = request.target if request is not None else "-"
+        if ws is not None and ws.refused_status is not None:
+            outcome = str(ws.refused_status)
+        elif ws is not None and ws.close_code is not None:
+            outcome = f"101 close={ws.close_code}"
+        elif ws is not None:
+            outcome = "101"
+        else:
+            outcome = self.status
+        traffic = ""
+        if ws is not None:
+            traffic = (
+                f" in={ws.messages_received}/{ws.bytes_received}B out={ws.messages_sent}/{ws.bytes_sent}B"
+            )
+        duration = trio.current_time() - self.start
+        access_logger.info("%s %s %s %.3fs%s", where, path, outcome, duration, traffic)
 
 
 def _http(response: HTTPResponse, request: Request) -> bytes:
@@ -104,6 +142,7 @@ class WebSocketServer:
         self.max_connections_per_client = max_connections_per_client
         self.trusted_proxies = parse_networks(trusted_proxies)
         self._per_client: collections.Counter[str] = collections.Counter()
+        self._records: dict[trio.abc.Stream, _Access] = {}
         self.options = options
         self.listeners = list(listeners)
         self.subprotocols = list(subprotocols)
@@ -171,6 +210,7 @@ class WebSocketServer:
             full = self.max_connections is not None and len(self._scopes) >= self.max_connections
             self._scopes[scope] = scope
             self._idle = trio.Event()
+            record = self._records[stream] = _Access(trio.current_time(), peer_address(stream))
             try:
                 if full:
                     await self._answer(
@@ -182,11 +222,16 @@ class WebSocketServer:
                 logger.exception("connection failed")
             finally:
                 del self._scopes[scope]
+                del self._records[stream]
                 if not self._scopes:
                     self._idle.set()
                 await trio.aclose_forcefully(stream)
+                record.log()
 
     async def _answer(self, stream: trio.abc.Stream, data: bytes) -> None:
+        record = self._records.get(stream)
+        if record is not None:
+            record.status = data[9:12].decode("latin-1")
         await answer_and_linger(stream, data, self.options.close_timeout)
 
     async def _serve(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
@@ -211,6 +256,7 @@ class WebSocketServer:
                 return
             scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
             req = Request(request, scheme=scheme, client=peer_address(stream))
+            self._records[stream].request = req
             if self.process_request is not None and await self._process_request(stream, req):
                 return
             key = validate_request(request)
@@ -251,6 +297,7 @@ class WebSocketServer:
         ws = WebSocket(stream, Role.SERVER, self.options, request=req, client=req.client)
         ws.supported_subprotocols = tuple(self.subprotocols)
         ws.user, ws.auth = principal, backend
+        self._records[stream].ws = ws
         self._scopes[scope] = ws
         async with trio.open_nursery() as nursery:
 
