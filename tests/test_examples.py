@@ -1,16 +1,25 @@
-"""The examples run as a user runs them: the README's demo server, stopped with Ctrl+C."""
+"""The examples, run as a user runs them (one command each, stopped with Ctrl+C) and through the
+test client."""
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 import websockets.exceptions
 import websockets.sync.client as ws_sync
+
+from trio_ws import HandshakeRejected, open_websocket
+from trio_ws.testing import open_test_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +64,149 @@ async def test_echo_example_serves_and_sigint_closes_clients_with_1001() -> None
             await proc.wait()
         if proc.stdout is not None:
             await proc.stdout.aclose()
+
+
+@asynccontextmanager
+async def example(name: str, *args: str) -> AsyncIterator[int]:
+    """Run ``examples/<name>`` on a free port until its first line is printed; yield the port."""
+    port = free_port()
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, str(ROOT / "examples" / name), "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = b""
+        with trio.fail_after(20):
+            while f":{port}".encode() not in seen:  # the line that says where it serves
+                chunk = await proc.stdout.receive_some()
+                assert chunk, f"{name} exited: {seen!r}"
+                seen += chunk
+        yield port
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(15):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:  # pragma: no cover - only when the test failed
+            proc.kill()
+            await proc.wait()
+        if proc.stdout is not None:
+            await proc.stdout.aclose()
+
+
+async def test_chat_example_rooms_and_page() -> None:
+    async with example("chat.py") as port:
+        page = await http_get(port, "/")
+        assert page.startswith(b"HTTP/1.1 200 OK")
+        assert b"new WebSocket(" in page
+        async with (
+            open_websocket("127.0.0.1", port, "/ws/a?name=ann") as ann,
+            open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob,
+            open_websocket("127.0.0.1", port, "/ws/b?name=cy") as cy,
+        ):
+            assert await ann.receive_json() == {"from": "server", "text": "ann joined a"}
+            assert await ann.receive_json() == {"from": "server", "text": "bob joined a"}
+            assert await bob.receive_json() == {"from": "server", "text": "bob joined a"}
+            assert await cy.receive_json() == {"from": "server", "text": "cy joined b"}
+            await ann.send_text("hello room a")
+            assert await bob.receive_json() == {"from": "ann", "text": "hello room a"}
+            assert await ann.receive_json() == {"from": "ann", "text": "hello room a"}
+            await cy.send_text("only b")
+            assert await cy.receive_json() == {"from": "cy", "text": "only b"}
+            await bob.send_text("second")
+            assert await ann.receive_json() == {"from": "bob", "text": "second"}  # nothing from room b
+            assert ann.extensions  # compression negotiated
+
+
+async def http_get(port: int, path: str) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+    return data
+
+
+async def test_client_example_against_the_json_api_example() -> None:
+    async with example("json_api.py") as port:
+        requests = [
+            '{"id": 1, "method": "deposit", "params": {"amount": 12.5}}',
+            '{"id": 2, "method": "balance"}',
+        ]
+        result = await trio.run_process(
+            [
+                sys.executable,
+                str(ROOT / "examples" / "client.py"),
+                f"ws://127.0.0.1:{port}/accounts/7",
+                *requests,
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+        assert result.stdout.decode().splitlines() == ['{"id":1,"result":12.5}', '{"id":2,"result":12.5}']
+        refused = await trio.run_process(
+            [
+                sys.executable,
+                str(ROOT / "examples" / "client.py"),
+                f"ws://127.0.0.1:{port}/accounts/abc",
+                "x",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert refused.returncode == 1
+        assert refused.stderr.decode().startswith("refused: 404")
+
+
+async def test_json_api_example_through_the_test_client() -> None:
+    json_api = load_example("json_api")
+    async with open_test_client(json_api.router, "/accounts/3") as client:
+        await client.send_json({"id": 1, "method": "deposit", "params": {"amount": 2}})
+        assert await client.receive_json(timeout=5) == {"id": 1, "result": 2}
+        await client.send_json({"id": 2, "method": "deposit", "params": {"amount": -1}})
+        assert await client.receive_json(timeout=5) == {"id": 2, "error": "amount must be a positive number"}
+        await client.send_json({"id": 3, "method": "nope"})
+        assert await client.receive_json(timeout=5) == {"id": 3, "error": "no method 'nope'"}
+        await client.send_json(["not", "a", "request"])
+        assert await client.wait_closed(timeout=5) == 1003
+    async with open_test_client(json_api.router, "/rates/eur/42") as client:
+        assert await client.receive_json(timeout=5) == {"currency": "EUR", "day": 42, "rate": 1.042}
+    with pytest.raises(HandshakeRejected) as info:
+        async with open_test_client(json_api.router, "/rates/eur/today"):
+            pass  # pragma: no cover
+    assert info.value.status == 404
+
+
+async def test_auth_example() -> None:
+    auth = load_example("auth")
+    expectations = [
+        ("/me", {}, "", 401),
+        ("/me", {"Authorization": "Bearer alice-token"}, "", 101),
+        ("/me", {}, "token=alice-token", 101),
+        ("/me", {"Authorization": "Bearer wrong"}, "", 401),
+        ("/admin", {}, "token=alice-token", 403),
+        ("/admin", {}, "token=admin-token", 101),
+        ("/me", {"Origin": "https://evil.test"}, "token=alice-token", 403),
+        ("/me", {"Origin": "https://app.example.com"}, "token=alice-token", 101),
+    ]
+    for path, headers, query, status in expectations:
+        if status == 101:
+            async with open_test_client(auth.router, path, headers=headers, query_string=query) as client:
+                assert "hello" in await client.receive_json(timeout=5) or path == "/admin"
+        else:
+            with pytest.raises(HandshakeRejected) as info:
+                async with open_test_client(auth.router, path, headers=headers, query_string=query):
+                    pass  # pragma: no cover
+            assert info.value.status == status, (path, headers, query)
+
+
+def load_example(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

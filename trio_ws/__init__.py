@@ -13,6 +13,7 @@ from ._auth import (
     IsAuthenticated,
     JWTAuth,
 )
+from ._cli import main as run_cli
 from ._client import open_websocket, open_websocket_url
 from ._connection import WebSocket, WebSocketOptions, WebSocketState
 from ._exceptions import ConnectionClosed, HandshakeRejected, WebSocketClose, WebSocketDisconnect
@@ -63,5 +64,6 @@ __all__ = [
     "open_websocket",
     "open_websocket_server",
     "open_websocket_url",
+    "run_cli",
     "serve_websocket",
 ]

@@ -43,7 +43,9 @@ async def _call(function: Callable[..., Any], *args: Any) -> Any:
 class AuthBackend(Protocol):
     """What an authentication backend is: ``authenticate`` returns the principal, or ``None``."""
 
-    async def authenticate(self, request: Request) -> Any | None: ...
+    async def authenticate(self, request: Request) -> Any | None:
+        """The principal the request authenticates as, or ``None`` (no or bad credentials)."""
+        ...
 
 
 def _bearer(request: Request, query_param: str | None) -> str | None:
@@ -67,6 +69,7 @@ class BearerToken:
         self.query_param = query_param
 
     async def authenticate(self, request: Request) -> Any | None:
+        """What ``verify`` says of the bearer token, or ``None`` without one."""
         token = _bearer(request, self.query_param)
         return None if token is None else await _call(self.verify, token)
 
@@ -93,6 +96,7 @@ class APIKey:
         self.query_param = query_param
 
     async def authenticate(self, request: Request) -> Any | None:
+        """The principal of the key in the header (or query parameter), or ``None``."""
         key = request.headers.get(self.header) if self.header else None
         if not key and self.query_param:
             key = request.query_params.get(self.query_param)
@@ -117,6 +121,7 @@ class HTTPBasic:
         self.verify = verify
 
     async def authenticate(self, request: Request) -> Any | None:
+        """What ``verify`` says of the Basic credentials, or ``None`` without (valid) ones."""
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "basic":
             return None
@@ -160,6 +165,7 @@ class JWTAuth:
         self.leeway = leeway
 
     async def authenticate(self, request: Request) -> Any | None:
+        """The token's claims if it verifies (signature, expiry, audience, issuer), else ``None``."""
         token = _bearer(request, self.query_param)
         if token is None:
             return None
@@ -180,8 +186,8 @@ class JWTAuth:
 
 # ------------------------------------------------------------------ guards
 
-#: ``guard(request, principal) -> bool``, sync or async.
 Guard = Callable[[Request, Any], bool | Awaitable[bool]]
+"""``guard(request, principal) -> bool``, sync or async."""
 
 
 def _field(principal: Any, name: str) -> Any:

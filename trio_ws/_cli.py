@@ -134,7 +134,9 @@ def run_workers(args: argparse.Namespace) -> int:
         command += ["--ssl-certfile", args.ssl_certfile]
     if args.ssl_keyfile:
         command += ["--ssl-keyfile", args.ssl_keyfile]
-    children = [subprocess.Popen(command, start_new_session=True) for _ in range(args.workers)]
+    # The workers import the target as this process did: with its sys.path.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+    children = [subprocess.Popen(command, start_new_session=True, env=env) for _ in range(args.workers)]
     seen = 0
 
     def forward(signum: int, frame: Any) -> None:
@@ -172,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); exits the process.
+
+    An example script can serve its own router with ``run_cli([f"{Path(__file__).stem}:router",
+    *sys.argv[1:]])`` and get every option of ``python -m trio_ws``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -40,10 +40,10 @@ __all__ = ["Handler", "ProcessRequest", "WebSocketServer", "open_websocket_serve
 logger = logging.getLogger("trio_ws")
 access_logger = logging.getLogger("trio_ws.access")
 
-#: ``async def handler(ws: WebSocket, **path_params) -> None``; a ``Router`` is one too.
 Handler = Callable[..., Awaitable[None]]
-#: ``async def process_request(request: Request) -> HTTPResponse | None``: the server's HTTP hook.
+"""``async def handler(ws: WebSocket, **path_params) -> None``; a ``Router`` is one too."""
 ProcessRequest = Callable[[Request], Awaitable[HTTPResponse | None]]
+"""``async def process_request(request: Request) -> HTTPResponse | None``: the server's HTTP hook."""
 
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _ACCEPT_RETRY_DELAY = 0.1
@@ -91,7 +91,7 @@ class _Access:
         else:
             outcome = self.status
         traffic = ""
-        if ws is not None:
+        if ws is not None and ws.refused_status is None:
             traffic = (
                 f" in={ws.messages_received}/{ws.bytes_received}B out={ws.messages_sent}/{ws.bytes_sent}B"
             )

@@ -1,0 +1,67 @@
+"""The documentation keeps up: every public name is in the API reference with a docstring, and the
+README's two set-up commands are the ones the project promises."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import itertools
+import re
+from pathlib import Path
+
+import pytest
+
+import trio_ws
+import trio_ws.testing
+
+ROOT = Path(__file__).resolve().parent.parent
+ALIASES = {"Handler", "ProcessRequest", "Guard"}  # type aliases: documented by a string after them
+
+
+def public_names() -> list[str]:
+    return sorted(trio_ws.__all__)
+
+
+@pytest.mark.parametrize("name", public_names())
+def test_every_public_name_is_in_the_reference(name: str) -> None:
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    assert f"::: trio_ws.{name}\n" in reference
+
+
+@pytest.mark.parametrize("name", sorted(set(public_names()) - ALIASES))
+def test_every_public_name_and_its_public_members_have_docstrings(name: str) -> None:
+    obj = getattr(trio_ws, name)
+    assert inspect.getdoc(obj), name
+    if inspect.isclass(obj) and obj.__module__.startswith("trio_ws"):
+        for member, value in vars(obj).items():
+            if member.startswith("_") or not (inspect.isfunction(value) or isinstance(value, property)):
+                continue
+            assert inspect.getdoc(value), f"{name}.{member} has no docstring"
+
+
+def test_type_aliases_have_docstrings() -> None:
+    found = set()
+    for path in (ROOT / "trio_ws").glob("*.py"):
+        body = ast.parse(path.read_text()).body
+        for node, following in itertools.pairwise(body):
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                name = node.targets[0].id
+                documented = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                if name in ALIASES and documented:
+                    found.add(name)
+    assert found == ALIASES
+
+
+def test_testing_names_are_in_the_reference() -> None:
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    for name in ("open_test_client", "TestClient"):
+        assert f"::: trio_ws.testing.{name}\n" in reference
+        assert inspect.getdoc(getattr(trio_ws.testing, name))
+
+
+def test_readme_set_up_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```sh\n(.+?)\n```", readme)
+    assert commands[0].endswith(".venv/bin/python examples/chat.py")
+    assert commands[1].endswith(".venv/bin/python -m pytest")
+    assert (ROOT / "examples" / "chat.py").exists()
