@@ -210,3 +210,36 @@ def load_example(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+async def test_auth_example_runs_with_one_command() -> None:
+    async with example("auth.py") as port:
+        async with open_websocket("127.0.0.1", port, "/me?token=alice-token") as ws:
+            assert await ws.receive_json() == {"hello": "alice"}
+        with pytest.raises(HandshakeRejected) as info:
+            async with open_websocket("127.0.0.1", port, "/admin?token=alice-token"):
+                pass  # pragma: no cover
+        assert info.value.status == 403
+
+
+async def test_the_library_prints_nothing_unless_logging_is_configured() -> None:
+    script = """
+import trio
+from trio_ws import open_websocket, open_websocket_server
+
+async def crash(ws):
+    await ws.accept()
+    raise RuntimeError("boom")
+
+async def main():
+    async with open_websocket_server(crash, "127.0.0.1", 0) as server:
+        async with open_websocket("127.0.0.1", server.port) as ws:
+            try:
+                await ws.receive()
+            except Exception as exc:
+                assert exc.code == 1011, exc
+trio.run(main)
+"""
+    result = await trio.run_process([sys.executable, "-c", script], capture_stdout=True, capture_stderr=True)
+    assert result.stdout == b""
+    assert result.stderr == b""
