@@ -13,11 +13,13 @@ from ._auth import (
     IsAuthenticated,
     JWTAuth,
 )
+from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
 from ._cli import main as run_cli
 from ._client import open_websocket, open_websocket_url
 from ._connection import WebSocket, WebSocketOptions, WebSocketState
 from ._exceptions import ConnectionClosed, HandshakeRejected, WebSocketClose, WebSocketDisconnect
 from ._limits import MessageLimit
+from ._redis import RedisBackend
 from ._request import URL, HTTPResponse, QueryParams, Request
 from ._routing import Route, Router
 from ._security import RateLimit, origin_allowed
@@ -32,6 +34,11 @@ logging.getLogger("trio_ws").addHandler(logging.NullHandler())
 __all__ = [
     "APIKey",
     "AuthBackend",
+    "BroadcastBackend",
+    "Hub",
+    "HubStats",
+    "Overflow",
+    "RedisBackend",
     "BearerToken",
     "Guard",
     "HTTPBasic",

@@ -29,6 +29,7 @@ from .protocol import (
     ConnectionState,
     LocalProtocolError,
     Pong,
+    PreparedMessage,
     Role,
     TextMessage,
     error_response,
@@ -613,6 +614,13 @@ class WebSocket:
         await self._write(self._protocol().send_bytes, data)
         self.messages_sent += 1
         self.bytes_sent += len(data)
+
+    async def send_prepared(self, message: PreparedMessage) -> None:
+        """Send a message prepared once for many connections (what a broadcast does): without
+        compression the same frame bytes go to every connection."""
+        await self._write(self._protocol().send_prepared, message)
+        self.messages_sent += 1
+        self.bytes_sent += len(message.payload)
 
     async def send_json(self, data: Any, mode: Literal["text", "binary"] = "text") -> None:
         """Send ``data`` encoded as JSON, in a text (``mode="text"``) or binary message."""

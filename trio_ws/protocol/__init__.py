@@ -3,7 +3,7 @@
 Nothing here imports trio or touches sockets or clocks: bytes in, events out.
 """
 
-from ._connection import Connection, ConnectionState, Role
+from ._connection import Connection, ConnectionState, PreparedMessage, Role
 from ._deflate import DeflateOptions, PerMessageDeflate, accept_deflate, deflate_offer, negotiate_deflate
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError
 from ._events import BytesMessage, CloseReceived, Event, Ping, Pong, TextMessage
@@ -41,6 +41,7 @@ __all__ = [
     "LocalProtocolError",
     "Opcode",
     "PerMessageDeflate",
+    "PreparedMessage",
     "Ping",
     "Pong",
     "ProtocolError",

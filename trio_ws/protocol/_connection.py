@@ -23,7 +23,7 @@ from ._frames import (
     parse_close_payload,
 )
 
-__all__ = ["Connection", "ConnectionState", "Role"]
+__all__ = ["Connection", "ConnectionState", "PreparedMessage", "Role"]
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -32,6 +32,31 @@ _BINARY: Final = 0x2
 _CLOSE: Final = 0x8
 _PING: Final = 0x9
 _PONG: Final = 0xA
+
+
+class PreparedMessage:
+    """A message encoded once for many connections (broadcast): its opcode, its payload and, made on
+    first use, its unmasked, uncompressed frame, which every server connection without an extension
+    can send as it is."""
+
+    __slots__ = ("_frame", "opcode", "payload")
+
+    def __init__(self, data: str | bytes) -> None:
+        self.opcode = _TEXT if isinstance(data, str) else _BINARY
+        self.payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The whole frame, as a server without an extension sends it."""
+        if self._frame is None:
+            self._frame = encode_frame(self.opcode, self.payload)
+        return self._frame
+
+    @property
+    def is_text(self) -> bool:
+        """Whether it is a text message."""
+        return self.opcode == _TEXT
 
 
 class Role(enum.Enum):
@@ -363,6 +388,16 @@ class Connection:
             payload, rsv1 = self.extension.encode(payload)
             return self._frame(opcode, payload, rsv1=rsv1)
         return self._frame(opcode, payload)
+
+    def send_prepared(self, message: PreparedMessage) -> bytes:
+        """Return the frame(s) of a message prepared once for many connections: a server without
+        an extension sends the shared frame as it is; otherwise it is encoded for this connection."""
+        if self.extension is None and not self._client:
+            self._check_can_send()
+            if self._send_opcode:
+                raise LocalProtocolError("a fragmented message is being sent")
+            return message.frame
+        return self._send_message(message.opcode, message.payload)
 
     def send_fragment(self, data: str | bytes, *, fin: bool) -> bytes:
         """Return one frame of a fragmented message; the first fragment's type (str: text, bytes:

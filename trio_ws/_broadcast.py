@@ -1,0 +1,285 @@
+"""Rooms and broadcast: a :class:`Hub` sends one message to every connection in a room.
+
+Each subscriber has a bounded outgoing queue and its own sender task (in the connection's nursery),
+so a publisher never waits on a stalled peer; when a queue is full, the room's :class:`Overflow`
+policy drops the oldest or the newest message, or closes that connection. A message is encoded
+once (:class:`~trio_ws.protocol.PreparedMessage`): connections without compression all send the
+same frame bytes. The backend carries messages between processes (:class:`RedisBackend`); without
+one, the hub is in-memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Protocol, final
+
+import attrs
+import trio
+
+from ._exceptions import WebSocketDisconnect
+from .protocol import CloseCode, PreparedMessage
+
+if TYPE_CHECKING:
+    from ._connection import WebSocket
+
+__all__ = ["BroadcastBackend", "Hub", "HubStats", "Overflow"]
+
+logger = logging.getLogger("trio_ws.broadcast")
+
+
+class Overflow(enum.Enum):
+    """What happens when a subscriber's outgoing queue is full."""
+
+    DROP_OLDEST = "drop_oldest"  #: the oldest queued message is dropped for the new one
+    DROP_NEWEST = "drop_newest"  #: the new message is dropped
+    CLOSE = "close"  #: the connection is closed (``close_code``, 1013 by default)
+
+
+@attrs.define
+class HubStats:
+    """Counters of a hub, since it was made."""
+
+    published: int = 0  #: messages published here
+    received: int = 0  #: messages that came from the backend (other processes, and our own echo)
+    delivered: int = 0  #: messages written to a connection
+    dropped_oldest: int = 0  #: messages dropped by ``DROP_OLDEST``
+    dropped_newest: int = 0  #: messages dropped by ``DROP_NEWEST``
+    closed: int = 0  #: connections closed by ``CLOSE``
+    publish_errors: int = 0  #: publications the backend could not take (at-most-once: lost)
+
+
+@attrs.frozen
+class _Policy:
+    queue_size: int
+    overflow: Overflow
+    close_code: int
+
+
+class BroadcastBackend(Protocol):
+    """Carries messages between hubs in several processes: ``run`` listens for the hub's life
+    (calling ``task_status.started()`` once it is under way) and hands each message to
+    ``hub.deliver_local(room, message, remote=True)``; ``publish`` sends one to every hub, this one
+    included. NATS, Valkey and the like fit the same two methods."""
+
+    async def run(self, hub: Hub, task_status: trio.TaskStatus[None] = ...) -> None:
+        """Listen until cancelled, surviving the loss of the server (reconnect, resubscribe)."""
+        ...
+
+    async def publish(self, room: str, message: PreparedMessage) -> None:
+        """Send ``message`` to ``room`` in every process; raise if it cannot be sent."""
+        ...
+
+
+class _Subscriber:
+    __slots__ = ("closing", "queue", "rooms", "scope", "wakeup", "ws")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.rooms: set[str] = set()
+        self.queue: collections.deque[PreparedMessage] = collections.deque()
+        self.wakeup = trio.Event()
+        self.scope = trio.CancelScope()
+        self.closing = False
+
+
+@final
+class Hub:
+    """Rooms of connections, and publishing to them.
+
+    ``async with hub.subscribe(ws, "room", ...)`` puts ``ws`` in rooms for the block; it leaves them at
+    the end of the block, or as soon as the connection ends, whichever comes first.
+    ``await hub.publish("room", data)`` sends ``data`` (``str``: text; ``bytes``: binary; anything
+    else: JSON text) to every member, without waiting for any of them. ``queue_size``, ``overflow``
+    and ``close_code`` are the default policy; :meth:`configure_room` sets one room's.
+
+    With a ``backend`` (:class:`RedisBackend`), messages go through it, so members connected to other
+    processes receive them too; run the hub with ``async with hub:`` (or it starts its listener as a
+    trio system task on first use, for a hub made at module level). Delivery is at most once.
+    """
+
+    def __init__(
+        self,
+        backend: BroadcastBackend | None = None,
+        *,
+        queue_size: int = 64,
+        overflow: Overflow | str = Overflow.DROP_OLDEST,
+        close_code: int = CloseCode.TRY_AGAIN_LATER,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self.backend = backend
+        self.stats = HubStats()
+        self._default = _Policy(queue_size, Overflow(overflow), close_code)
+        self._policies: dict[str, _Policy] = {}
+        self._rooms: dict[str, set[_Subscriber]] = {}
+        self._subscribers: dict[WebSocket, _Subscriber] = {}
+        self._running = False
+
+    # ------------------------------------------------------------ lifetime
+
+    async def __aenter__(self) -> Hub:
+        self._lifetime = self._run()
+        await self._lifetime.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._lifetime.__aexit__(*exc_info)
+
+    @asynccontextmanager
+    async def _run(self) -> AsyncIterator[None]:
+        if self.backend is None:
+            await trio.lowlevel.checkpoint()
+            yield
+            return
+        async with trio.open_nursery() as nursery:
+            self._running = True
+            await nursery.start(self.backend.run, self)
+            try:
+                yield
+            finally:
+                self._running = False
+                nursery.cancel_scope.cancel()
+
+    def _ensure_running(self) -> None:
+        if self.backend is not None and not self._running:
+            self._running = True
+            trio.lowlevel.spawn_system_task(self.backend.run, self)
+
+    # ------------------------------------------------------------ membership
+
+    def configure_room(
+        self,
+        room: str,
+        *,
+        queue_size: int | None = None,
+        overflow: Overflow | str | None = None,
+        close_code: int | None = None,
+    ) -> None:
+        """Set the overflow policy of ``room`` (unset parts keep the hub's defaults)."""
+        self._policies[room] = _Policy(
+            self._default.queue_size if queue_size is None else queue_size,
+            self._default.overflow if overflow is None else Overflow(overflow),
+            self._default.close_code if close_code is None else close_code,
+        )
+
+    @asynccontextmanager
+    async def subscribe(self, ws: WebSocket, *rooms: str) -> AsyncIterator[None]:
+        """Be in ``rooms`` for the block (the connection must be accepted)."""
+        self._ensure_running()
+        subscriber = self._subscribers.get(ws)
+        if subscriber is None:
+            subscriber = self._subscribers[ws] = _Subscriber(ws)
+            ws.nursery.start_soon(self._sender, subscriber)
+        added = [room for room in rooms if room not in subscriber.rooms]
+        for room in added:
+            subscriber.rooms.add(room)
+            self._rooms.setdefault(room, set()).add(subscriber)
+        try:
+            await trio.lowlevel.checkpoint()
+            yield
+        finally:
+            self._leave(subscriber, added)
+
+    def _leave(self, subscriber: _Subscriber, rooms: list[str] | set[str]) -> None:
+        for room in list(rooms):
+            subscriber.rooms.discard(room)
+            members = self._rooms.get(room)
+            if members is not None:
+                members.discard(subscriber)
+                if not members:
+                    del self._rooms[room]
+        if not subscriber.rooms and self._subscribers.get(subscriber.ws) is subscriber:
+            del self._subscribers[subscriber.ws]
+            subscriber.scope.cancel()
+
+    def members(self, room: str) -> list[WebSocket]:
+        """The connections in ``room``."""
+        return [subscriber.ws for subscriber in self._rooms.get(room, ())]
+
+    def count(self, room: str) -> int:
+        """How many connections are in ``room`` (in this process)."""
+        return len(self._rooms.get(room, ()))
+
+    @property
+    def rooms(self) -> dict[str, int]:
+        """Every room with members in this process, and how many."""
+        return {room: len(members) for room, members in self._rooms.items()}
+
+    # ------------------------------------------------------------ publishing
+
+    async def publish(self, room: str, data: Any) -> None:
+        """Send ``data`` to every member of ``room``: ``str`` as text, ``bytes`` as binary, anything
+        else as JSON text. Never waits for a member; with a backend, waits for the backend only."""
+        if isinstance(data, (str, bytes, bytearray, memoryview)):
+            message = PreparedMessage(data if isinstance(data, str) else bytes(data))
+        else:
+            message = PreparedMessage(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+        self.stats.published += 1
+        if self.backend is None:
+            await trio.lowlevel.checkpoint()
+            self.deliver_local(room, message)
+            return
+        self._ensure_running()
+        try:
+            await self.backend.publish(room, message)
+        except Exception as exc:  # at most once: a message the backend cannot take is lost
+            self.stats.publish_errors += 1
+            logger.warning("publish to %r failed: %s", room, exc)
+
+    def deliver_local(self, room: str, message: PreparedMessage, *, remote: bool = False) -> None:
+        """Queue ``message`` for every member of ``room`` in this process (backends call this)."""
+        if remote:
+            self.stats.received += 1
+        members = self._rooms.get(room)
+        if not members:
+            return
+        policy = self._policies.get(room, self._default)
+        for subscriber in list(members):
+            queue = subscriber.queue
+            if len(queue) >= policy.queue_size:
+                if policy.overflow is Overflow.DROP_NEWEST:
+                    self.stats.dropped_newest += 1
+                    continue
+                if policy.overflow is Overflow.DROP_OLDEST:
+                    queue.popleft()
+                    self.stats.dropped_oldest += 1
+                else:
+                    self._close(subscriber, policy.close_code)
+                    continue
+            queue.append(message)
+            subscriber.wakeup.set()
+
+    def _close(self, subscriber: _Subscriber, code: int) -> None:
+        if subscriber.closing:
+            return
+        subscriber.closing = True
+        self.stats.closed += 1
+        self._leave(subscriber, set(subscriber.rooms))
+        subscriber.queue.clear()
+        ws = subscriber.ws
+        with contextlib.suppress(RuntimeError):  # RuntimeError: the connection is already gone
+            ws.nursery.start_soon(ws.close, code, "too slow for this room")
+
+    async def _sender(self, subscriber: _Subscriber) -> None:
+        """Write the subscriber's queue to its connection, in order, until it leaves or the
+        connection ends; then it is in no room any more."""
+        try:
+            with subscriber.scope:
+                while True:
+                    if not subscriber.queue:
+                        subscriber.wakeup = trio.Event()
+                        await subscriber.wakeup.wait()
+                        continue
+                    message = subscriber.queue.popleft()
+                    await subscriber.ws.send_prepared(message)
+                    self.stats.delivered += 1
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._leave(subscriber, set(subscriber.rooms))
