@@ -4,57 +4,40 @@
     python examples/chat.py --port 9000
 
 The page (``GET /``, answered by the HTTP hook) opens ``ws://<host>/ws/<room>?name=<name>``; every
-message goes to everyone in the room. ``?room=`` and ``?name=`` on the page's URL pick them. Ctrl+C
-shuts down gracefully (close 1001 to everyone); a second Ctrl+C stops at once.
+message goes to everyone in the room through a :class:`~trio_ws.Hub`. ``?room=`` and ``?name=`` on the
+page's URL pick them. ``--redis redis://127.0.0.1:6379/0`` puts the rooms in Redis, so that several
+chat processes share them. Ctrl+C shuts down gracefully (close 1001 to everyone); a second Ctrl+C
+stops at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import logging
 import signal
 import sys
 
 import trio
 
-from trio_ws import HTTPResponse, Request, Router, WebSocket, WebSocketDisconnect, serve_websocket
+from trio_ws import HTTPResponse, Hub, Overflow, RedisBackend, Request, Router, WebSocket, serve_websocket
 
 router = Router()
-#: room name -> the connections in it
-rooms: dict[str, set[WebSocket]] = collections.defaultdict(set)
-
-
-async def broadcast(room: str, message: dict[str, str]) -> None:
-    """Send ``message`` to everyone in ``room``, at once; one slow or gone member does not stop the rest."""
-
-    async def send(ws: WebSocket) -> None:
-        try:
-            with trio.move_on_after(5):
-                await ws.send_json(message)
-        except WebSocketDisconnect:
-            pass
-
-    async with trio.open_nursery() as nursery:
-        for ws in list(rooms.get(room, ())):
-            nursery.start_soon(send, ws)
+#: Rooms: each member has its own bounded queue, so a slow browser never holds up the room.
+hub = Hub(queue_size=100, overflow=Overflow.DROP_OLDEST)
 
 
 @router.websocket("/ws/{room}")
 async def chat(ws: WebSocket, room: str) -> None:
     name = (ws.query_params.get("name") or "guest")[:32]
     await ws.accept()
-    rooms[room].add(ws)
     try:
-        await broadcast(room, {"from": "server", "text": f"{name} joined {room}"})
-        async for text in ws.iter_text():
-            await broadcast(room, {"from": name, "text": text[:2000]})
+        async with hub.subscribe(ws, room):  # leaves the room however the connection ends
+            await hub.publish(room, {"from": "server", "text": f"{name} joined {room}"})
+            async for text in ws.iter_text():
+                await hub.publish(room, {"from": name, "text": text[:2000]})
     finally:
-        rooms[room].discard(ws)
-        if not rooms[room]:
-            del rooms[room]
         with trio.CancelScope(shield=True):
-            await broadcast(room, {"from": "server", "text": f"{name} left"})
+            await hub.publish(room, {"from": "server", "text": f"{name} left"})
 
 
 PAGE = """<!doctype html>
@@ -119,24 +102,27 @@ async def page(request: Request) -> HTTPResponse | None:
     return None
 
 
-async def main(host: str, port: int) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: serve_websocket(
-                    router, host, port, process_request=page, task_status=task_status
+async def main(host: str, port: int, redis: str | None) -> None:
+    if redis is not None:
+        hub.backend = RedisBackend(redis)
+    async with hub:  # with Redis: the listener runs for the hub's life
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(
+                    lambda task_status: serve_websocket(
+                        router, host, port, process_request=page, task_status=task_status
+                    )
                 )
-            )
-            print(
-                f"chat server: open http://{host}:{server.port}/ in two browser tabs (Ctrl+C to stop)",
-                flush=True,
-            )
-            async for _ in signals:
-                print("shutting down: closing every connection with 1001", flush=True)
-                nursery.cancel_scope.cancel()
-                signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl+C stops at once
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                break
+                print(
+                    f"chat server: open http://{host}:{server.port}/ in two browser tabs (Ctrl+C to stop)",
+                    flush=True,
+                )
+                async for _ in signals:
+                    print("shutting down: closing every connection with 1001", flush=True)
+                    nursery.cancel_scope.cancel()
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl+C stops at once
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    break
 
 
 if __name__ == "__main__":
@@ -145,6 +131,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--redis", help="a Redis URL: share the rooms with other chat processes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    trio.run(main, args.host, args.port)
+    trio.run(main, args.host, args.port, args.redis)

@@ -4,6 +4,7 @@ coredis runs on trio through anyio)."""
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -12,6 +13,9 @@ from .protocol import PreparedMessage
 
 if TYPE_CHECKING:
     from ._broadcast import Hub
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["RedisBackend"]
 
@@ -57,12 +61,16 @@ class RedisBackend:
         prefix = self.prefix.encode()
         while True:
             try:
-                client = self._coredis.Redis.from_url(self.url)
+                # Reconnecting is ours (a fresh client each time), not coredis's: its own retry left
+                # a pubsub unsubscribed after a Redis restart, in one of two processes, here.
+                no_retry = self._coredis.retry.NoRetryPolicy()
+                client = self._coredis.Redis.from_url(self.url, retry_policy=no_retry)
                 async with client:
                     self._client = client
-                    async with client.pubsub(
-                        patterns=[self.prefix + "*"], ignore_subscribe_messages=True
-                    ) as pubsub:
+                    pubsub_manager = client.pubsub(
+                        patterns=[self.prefix + "*"], ignore_subscribe_messages=True, retry_policy=no_retry
+                    )
+                    async with pubsub_manager as pubsub:
                         self.ready.set()
                         delay = 0.1
                         while True:
@@ -75,7 +83,7 @@ class RedisBackend:
                             payload = data[1:].decode("utf-8") if data[:1] == b"t" else data[1:]
                             hub.deliver_local(room, PreparedMessage(payload), remote=True)
             except Exception as exc:
-                logger.warning("Redis listener: %s; reconnecting in %.1f s", exc, delay)
+                logger.warning("Redis listener: %s; reconnecting in %.1f s", _first_leaf(exc), delay)
             self._client = None
             if self.ready.is_set():
                 self.ready = trio.Event()
@@ -91,3 +99,10 @@ class RedisBackend:
         data = (b"t" if message.is_text else b"b") + message.payload
         with trio.fail_after(self.publish_timeout):
             await client.publish(self.prefix + room, data)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups: what to tell in a log line."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,18 @@
+#!/bin/sh
+# The Debian packages the tests use: chromium (tests/test_browser.py; playwright drives it, never
+# `playwright install`) and redis-server (tests/test_redis.py starts its own on a free port).
+# Does nothing when both are there; uses sudo when not root.
+set -eu
+missing=""
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+command -v redis-server > /dev/null || missing="$missing redis-server"
+if [ -z "$missing" ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing > /dev/null
