@@ -276,23 +276,23 @@ async def test_a_byte_per_second_handshake_is_dropped_at_open_timeout() -> None:
     ):
         request, _ = build_request("x", "/")
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-        start = time.monotonic()
-        sent = 0
-        with trio.move_on_after(20):
-            for byte in request:
-                try:
-                    await stream.send_all(bytes([byte]))
-                except trio.BrokenResourceError:
-                    break
-                sent += 1
-                with trio.move_on_after(1.0):  # one byte a second
-                    if await stream.receive_some() == b"":  # the server gave up on us
+        async with stream:
+            start = time.monotonic()
+            sent = 0
+            with trio.move_on_after(20):
+                for byte in request:
+                    try:
+                        await stream.send_all(bytes([byte]))
+                        sent += 1
+                        with trio.move_on_after(1.0):  # one byte a second
+                            if await stream.receive_some() == b"":  # the server gave up on us
+                                break
+                    except trio.BrokenResourceError:  # ...or reset the connection doing so
                         break
-        elapsed = time.monotonic() - start
+            elapsed = time.monotonic() - start
         assert sent <= 4 < len(request)
         assert 2 <= elapsed < 5
         await check()
-        await stream.aclose()
 
 
 async def test_a_message_flood_over_the_limit_is_closed_with_1008() -> None:
@@ -538,6 +538,24 @@ async def test_server_wide_guards_and_a_route_rate_limit() -> None:
         assert (status, body, headers["retry-after"]) == (429, b"Rate limit exceeded", "1000")
         assert (await handshake(server.port, "/", key))[0] == 101  # the route's bucket only
         assert (await handshake(server.port, "/scarce", key, local="127.0.0.2"))[0] == 101
+
+
+async def test_a_failing_backend_gets_500_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def verify(token: str) -> None:
+        raise RuntimeError("the user database is down")
+
+    async with open_websocket_server(whoami, "127.0.0.1", 0, auth=[BearerToken(verify)]) as server:
+        status, _, body = await handshake(server.port, headers=[("Authorization", "Bearer x")])
+        assert status == 500
+        assert b"database" not in body
+        assert (await handshake(server.port))[0] == 101  # no credentials, no guard: served
+    assert "security checks failed" in caplog.text
+    router = Router(auth=[BearerToken(verify)])
+    router.add_route("/", whoami)
+    with pytest.raises(HandshakeRejected) as info:
+        async with open_test_client(router, headers={"Authorization": "Bearer x"}):
+            pass  # pragma: no cover
+    assert info.value.status == 500
 
 
 def test_bad_settings_are_refused_early() -> None:

@@ -82,7 +82,14 @@ class RedisBackend:
                             room = channel[len(prefix) :].decode("utf-8", "replace")
                             payload = data[1:].decode("utf-8") if data[:1] == b"t" else data[1:]
                             hub.deliver_local(room, PreparedMessage(payload), remote=True)
-            except Exception as exc:
+            except BaseException as exc:
+                # coredis's own tasks can fail with ConnectionError next to our Cancelled (a hub
+                # closing while Redis is away): the cancellation goes on, the rest is dropped.
+                cancelled = _cancelled(exc)
+                if cancelled is not None:
+                    raise cancelled from None
+                if not isinstance(exc, Exception):
+                    raise
                 logger.warning("Redis listener: %s; reconnecting in %.1f s", _first_leaf(exc), delay)
             self._client = None
             if self.ready.is_set():
@@ -106,3 +113,15 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def _cancelled(exc: BaseException) -> trio.Cancelled | None:
+    """A ``trio.Cancelled`` in ``exc`` (itself, or in nested exception groups), if any."""
+    if isinstance(exc, trio.Cancelled):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _cancelled(inner)
+            if found is not None:
+                return found
+    return None

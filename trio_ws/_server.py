@@ -290,7 +290,11 @@ class WebSocketServer:
         """The server-wide checks, then the handler."""
         principal = backend = None
         if self.security is not None:
-            refusal, principal, backend = await self.security.check(req)
+            try:
+                refusal, principal, backend = await self.security.check(req)
+            except Exception:  # an authentication backend or a guard failed: ours to log, not theirs
+                logger.exception("security checks failed for %s", req.target)
+                refusal = HTTPResponse(500, "internal server error\n")
             if refusal is not None:
                 await self._answer(stream, _http(refusal, req))
                 return
