@@ -225,3 +225,24 @@ async def test_one_frame_is_encoded_for_every_uncompressed_member() -> None:
             WebSocket.send_prepared = original  # type: ignore[method-assign]
     assert len(seen) == 2
     assert seen[0] is seen[1]  # the same bytes object: encoded once
+
+
+async def test_subscribing_before_accept_is_a_clear_error_and_registers_nothing() -> None:
+    hub = Hub()
+    errors: list[Exception] = []
+
+    async def handler(ws: WebSocket) -> None:
+        try:
+            async with hub.subscribe(ws, "early"):
+                pass  # pragma: no cover
+        except RuntimeError as exc:
+            errors.append(exc)
+        await ws.accept()
+        async with hub.subscribe(ws, "early"):
+            assert hub.count("early") == 1
+            await ws.send_text("in")
+
+    async with open_test_client(handler) as client:
+        assert await client.receive_text(timeout=5) == "in"
+    assert "not open" in str(errors[0])
+    assert hub.rooms == {}

@@ -133,7 +133,7 @@ class Hub:
 
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[None]:
-        if self.backend is None:
+        if self.backend is None or self._running:  # no backend, or its listener already runs
             await trio.lowlevel.checkpoint()
             yield
             return
@@ -174,8 +174,9 @@ class Hub:
         self._ensure_running()
         subscriber = self._subscribers.get(ws)
         if subscriber is None:
+            nursery = ws.nursery  # RuntimeError before accept(): nothing registered yet
             subscriber = self._subscribers[ws] = _Subscriber(ws)
-            ws.nursery.start_soon(self._sender, subscriber)
+            nursery.start_soon(self._sender, subscriber)
         added = [room for room in rooms if room not in subscriber.rooms]
         for room in added:
             subscriber.rooms.add(room)
