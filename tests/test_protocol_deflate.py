@@ -345,3 +345,15 @@ def test_zlib_state_is_created_on_first_use_and_dropped_without_takeover() -> No
     kept = PerMessageDeflate()
     kept.encode(b"abc" * 100)
     assert kept._encoder is not None
+
+
+def test_traffic_counters_count_payload_bytes_before_compression() -> None:
+    client, server = pair(DeflateOptions(min_size=0), DeflateOptions(min_size=0))
+    data = client.send_text("é" * 1000) + client.send_bytes(b"x" * 500)
+    data += client.send_fragment("ab", fin=False) + client.send_fragment("cd", fin=True)
+    assert len(data) < 1000  # compressed on the wire...
+    assert (client.messages_sent, client.bytes_sent) == (3, 2000 + 500 + 4)  # ...counted before
+    assert len(server.receive_data(data)) == 3
+    assert (server.messages_received, server.bytes_received) == (3, 2504)
+    server.send_ping(b"p")  # control frames are not messages
+    assert (server.messages_sent, server.bytes_sent) == (0, 0)

@@ -92,8 +92,6 @@ class WebSocket:
         self.user: Any = None
         #: The authentication backend that accepted it.
         self.auth: Any = None
-        #: Traffic so far: whole messages and their payload bytes (before compression), each way.
-        self.messages_received = self.bytes_received = self.messages_sent = self.bytes_sent = 0
         #: The HTTP status of :meth:`reject`, if the handshake was refused.
         self.refused_status: int | None = None
         self._meter: MessageMeter | None = None
@@ -148,6 +146,26 @@ class WebSocket:
         if self.request is None:
             raise RuntimeError("this WebSocket has no request")
         return self.request
+
+    @property
+    def messages_received(self) -> int:
+        """Whole data messages received so far."""
+        return 0 if self._conn is None else self._conn.messages_received
+
+    @property
+    def bytes_received(self) -> int:
+        """Payload bytes of the messages received so far (after decompression)."""
+        return 0 if self._conn is None else self._conn.bytes_received
+
+    @property
+    def messages_sent(self) -> int:
+        """Whole data messages sent so far."""
+        return 0 if self._conn is None else self._conn.messages_sent
+
+    @property
+    def bytes_sent(self) -> int:
+        """Payload bytes of the messages sent so far (before compression)."""
+        return 0 if self._conn is None else self._conn.bytes_sent
 
     @property
     def path(self) -> str:
@@ -347,8 +365,6 @@ class WebSocket:
                     continue
                 self._backlog.append(event)
                 self._backlog_bytes += len(event.data)
-                self.messages_received += 1
-                self.bytes_received += _size(event.data)
             elif isinstance(event, Pong):
                 self._pong(event.payload)
             elif isinstance(event, CloseReceived):
@@ -606,21 +622,15 @@ class WebSocket:
     async def send_text(self, data: str) -> None:
         """Send one text message."""
         await self._write(self._protocol().send_text, data)
-        self.messages_sent += 1
-        self.bytes_sent += _size(data)
 
     async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Send one binary message."""
         await self._write(self._protocol().send_bytes, data)
-        self.messages_sent += 1
-        self.bytes_sent += len(data)
 
     async def send_prepared(self, message: PreparedMessage) -> None:
         """Send a message prepared once for many connections (what a broadcast does): without
         compression the same frame bytes go to every connection."""
         await self._write(self._protocol().send_prepared, message)
-        self.messages_sent += 1
-        self.bytes_sent += len(message.payload)
 
     async def send_json(self, data: Any, mode: Literal["text", "binary"] = "text") -> None:
         """Send ``data`` encoded as JSON, in a text (``mode="text"``) or binary message."""
@@ -640,27 +650,22 @@ class WebSocket:
             if self._broken:
                 raise self._disconnect()
             previous: str | bytes | None = None
-            size = 0
             try:
                 if isinstance(fragments, AsyncIterable):
                     async for fragment in fragments:
                         if previous is not None:
                             await self._send_raw(conn.send_fragment(previous, fin=False))
                         previous = fragment
-                        size += _size(fragment)
                 else:
                     for fragment in fragments:
                         if previous is not None:
                             await self._send_raw(conn.send_fragment(previous, fin=False))
                         previous = fragment
-                        size += _size(fragment)
                 if previous is None:
                     raise ValueError("send_fragments() needs at least one fragment")
                 await self._send_raw(conn.send_fragment(previous, fin=True))
             except LocalProtocolError:
                 raise self._disconnect() from None
-        self.bytes_sent += size
-        self.messages_sent += 1
 
     async def ping(self, payload: bytes | None = None) -> float:
         """Send a ping and wait for its pong; return the round-trip time in seconds (also kept in
@@ -723,13 +728,6 @@ class WebSocket:
             self._broken = True
             await trio.aclose_forcefully(self.stream)
         await trio.lowlevel.checkpoint()
-
-
-def _size(data: str | bytes | bytearray | memoryview) -> int:
-    """Payload bytes of a message (UTF-8 for text; no encoding for ASCII, the common case)."""
-    if isinstance(data, str):
-        return len(data) if data.isascii() else len(data.encode("utf-8"))
-    return len(data)
 
 
 @final

@@ -136,6 +136,8 @@ class Connection:
         self._decoder: codecs.IncrementalDecoder | None = None
         # The message being sent in fragments: 0, or its opcode.
         self._send_opcode = 0
+        #: Traffic so far: whole data messages and their payload bytes (before compression), each way.
+        self.messages_received = self.bytes_received = self.messages_sent = self.bytes_sent = 0
 
     # ------------------------------------------------------------------ state
 
@@ -343,6 +345,8 @@ class Connection:
                 data = b"".join(self._msg_parts)
                 self._msg_parts.clear()
             events.append(BytesMessage(data))
+        self.messages_received += 1
+        self.bytes_received += self._msg_size
         self._msg_opcode = 0
 
     def _control(self, opcode: int, payload: bytes, events: list[Event]) -> None:
@@ -384,6 +388,8 @@ class Connection:
         self._check_can_send()
         if self._send_opcode:
             raise LocalProtocolError("a fragmented message is being sent")
+        self.messages_sent += 1
+        self.bytes_sent += len(payload)
         if self.extension is not None:
             payload, rsv1 = self.extension.encode(payload)
             return self._frame(opcode, payload, rsv1=rsv1)
@@ -396,6 +402,8 @@ class Connection:
             self._check_can_send()
             if self._send_opcode:
                 raise LocalProtocolError("a fragmented message is being sent")
+            self.messages_sent += 1
+            self.bytes_sent += len(message.payload)
             return message.frame
         return self._send_message(message.opcode, message.payload)
 
@@ -410,6 +418,8 @@ class Connection:
                 raise LocalProtocolError("fragments of one message must all be str or all bytes")
             opcode = Opcode.CONTINUATION
         self._send_opcode = 0 if fin else (self._send_opcode or opcode)
+        self.bytes_sent += len(payload)
+        self.messages_sent += fin
         return self._frame(opcode, payload, fin=fin)
 
     def send_ping(self, payload: bytes = b"") -> bytes:
