@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -14,6 +15,13 @@ import websockets.asyncio.server as ws_server
 from trio_ws.protocol import apply_mask
 
 MASK = b"\x37\xfa\x21\x3d"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a server in another process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def frame(

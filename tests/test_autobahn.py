@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import free_port
 
 from trio_ws import DeflateOptions, WebSocket, WebSocketDisconnect, open_websocket, serve_websocket
 
@@ -89,12 +90,6 @@ async def test_autobahn_all_cases_against_our_server(tmp_path: Path) -> None:
     assert result.returncode == 0
 
 
-async def free_port() -> int:
-    with trio.socket.socket() as sock:
-        await sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # Autobahn's fuzzing server accepts permessage-deflate in 13.2, 13.5 and 13.6 only from a client whose
 # offer has client_no_context_takeover; our default offer does not (neither does the websockets
 # library's), so those cases run against a client configured with no_context_takeover=True.
@@ -117,7 +112,7 @@ NO_TAKEOVER_CASES = ["13.2.*", "13.5.*", "13.6.*"]
 async def test_autobahn_all_cases_against_our_client(
     tmp_path: Path, selection: list[str], compression: DeflateOptions, expected: int
 ) -> None:
-    port = await free_port()
+    port = free_port()
     agent = "trio_ws_client"
 
     async def run_case(case: int, limit: trio.Semaphore) -> None:

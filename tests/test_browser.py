@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import free_port
 from playwright.sync_api import Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,11 +32,7 @@ SCREENSHOT = Path(os.environ.get("TRIO_WS_SCREENSHOT_DIR", ROOT / "build")) / "c
 
 
 def test_two_browser_tabs_chat_through_the_example() -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "chat.py"), "--port", str(port)], stdout=subprocess.PIPE
     )

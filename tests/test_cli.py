@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
+from helpers import free_port
 
 from trio_ws import WebSocketDisconnect, open_websocket
 
@@ -142,9 +143,7 @@ async def test_port_in_use() -> None:
 
 
 async def test_workers_share_the_port() -> None:
-    with trio.socket.socket() as probe:
-        await probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     async with run_cli("cli_app:router", "--port", str(port), "--workers", "2", serving=2) as server:
         assert server.ports == [port, port]
         assert len(set(server.pids)) == 2

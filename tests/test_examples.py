@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,17 +16,12 @@ import pytest
 import trio
 import websockets.exceptions
 import websockets.sync.client as ws_sync
+from helpers import free_port
 
 from trio_ws import HandshakeRejected, open_websocket
 from trio_ws.testing import open_test_client
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_echo_example_serves_and_sigint_closes_clients_with_1001() -> None:
