@@ -20,7 +20,7 @@ from trio_ws import (
     WebSocketServer,
     WebSocketState,
 )
-from trio_ws.protocol import CloseReceived, Connection, Ping, Role, build_request
+from trio_ws.protocol import BytesMessage, CloseReceived, Connection, Ping, Role, TextMessage, build_request
 from trio_ws.testing import open_test_client
 
 
@@ -413,38 +413,46 @@ async def test_peer_close_behind_a_full_queue_completes_within_close_timeout(
     assert codes == [1000]
 
 
-async def test_send_interrupted_mid_frame_breaks_the_connection(
+async def test_send_to_a_peer_that_stops_reading_waits_and_cancels_cleanly(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Over a lockstep stream a send blocks until the peer reads; cancelling it half-way leaves half a
-    frame on the wire, so the connection is broken: later sends raise with 1006."""
+    """Over a lockstep stream the writer blocks until the peer reads. A send returns once its frame is
+    queued; past ``write_high_water`` bytes queued, the next send waits. Cancelled while waiting, it
+    has queued nothing and the connection stays usable: the peer, reading again, gets the first
+    message whole and then the next one, never the cancelled one."""
     outcome: list[object] = []
-    done = trio.Event()
+    waited = trio.Event()
 
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
-        with trio.move_on_after(1):
-            await ws.send_bytes(b"x" * 100_000)  # the peer never reads it
-        outcome.append(ws.is_closed)
-        with pytest.raises(WebSocketDisconnect) as info:
-            await ws.send_text("after")
-        outcome.append(info.value.code)
-        done.set()
+        await ws.send_bytes(b"x" * 100_000)  # queued: the peer is not reading
+        with trio.move_on_after(1) as scope:
+            await ws.send_text("never")  # 100,000 bytes queued > write_high_water: it waits
+        outcome.extend([scope.cancelled_caught, ws.is_closed])
+        waited.set()
+        await ws.send_text("after")
+        await ws.receive()
 
     server = WebSocketServer(handler, WebSocketOptions(ping_interval=None, close_timeout=1))
     peer, server_side = trio.testing.lockstep_stream_pair()
+    client = Connection(Role.CLIENT)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve_stream, server_side)
         await peer.send_all(build_request("test", "/")[0])
         head = b""
         while b"\r\n\r\n" not in head:
             head += await peer.receive_some()
+        head, _, rest = head.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101 ")
-        await peer.receive_some(10)  # a few bytes of the frame, then stop reading
-        with trio.fail_after(30):
-            await done.wait()
+        events = list(client.receive_data(rest + await peer.receive_some(10)))  # then stop reading
+        await waited.wait()
+        while len(events) < 2:
+            events.extend(client.receive_data(await peer.receive_some()))
+        await peer.send_all(client.send_close(1000))
         await peer.aclose()
-    assert outcome == [True, CloseCode.ABNORMAL_CLOSURE]
+    assert outcome == [True, False]
+    assert [e.data for e in events if isinstance(e, (BytesMessage, TextMessage))] == [b"x" * 100_000, "after"]
+    assert len(events) == 2
 
 
 async def test_disconnect_inside_the_handlers_own_nursery_is_not_an_error(

@@ -1,13 +1,15 @@
 """The connection: a :class:`WebSocket` over any ``trio.abc.Stream``.
 
 One reader task (the only reader of the stream) feeds the sans-I/O protocol and puts whole messages into
-a bounded memory channel; any number of tasks send through one writer lock.
+a bounded memory channel; any number of tasks send through one writer (``_writer.py``): whole frames go
+into its outbox under a lock, and its task writes them, many per system call.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -21,6 +23,7 @@ from ._exceptions import WebSocketDisconnect, check_close_reason
 from ._limits import MessageMeter
 from ._options import WebSocketOptions, WebSocketState, answer_and_linger
 from ._request import URL, QueryParams, Request
+from ._writer import FrameWriter, checkpoint, resumed, yield_if_due
 from .protocol import (
     BytesMessage,
     CloseCode,
@@ -61,6 +64,47 @@ class WebSocket:
     :class:`trio.BusyResourceError`.
     """
 
+    __slots__ = (
+        "_accept_hook",
+        "_backlog",
+        "_backlog_bytes",
+        "_broken",
+        "_close_code",
+        "_close_reason",
+        "_conn",
+        "_deliver_scope",
+        "_drained",
+        "_draining",
+        "_lock",
+        "_meter",
+        "_nursery",
+        "_over_limit",
+        "_pings",
+        "_queue_receive",
+        "_queue_send",
+        "_queued_bytes",
+        "_reader_done",
+        "_receiving",
+        "_resume_reading",
+        "_round_trips",
+        "_unreceived",
+        "_writer",
+        "application_state",
+        "auth",
+        "client",
+        "client_state",
+        "extensions",
+        "latency",
+        "options",
+        "refused_status",
+        "request",
+        "role",
+        "stream",
+        "subprotocol",
+        "supported_subprotocols",
+        "user",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -97,7 +141,9 @@ class WebSocket:
         self._meter: MessageMeter | None = None
         self._over_limit = False
         self._conn: Connection | None = None
-        self._write_lock = trio.StrictFIFOLock()
+        # Held for the whole of a fragmented message, so that no other message gets in between.
+        self._lock: trio.StrictFIFOLock | None = None  # made when first needed (see _write_lock)
+        self._writer: FrameWriter | None = None
         send, receive = trio.open_memory_channel[TextMessage | BytesMessage](options.max_queue)
         self._queue_send = send
         self._queue_receive = receive
@@ -106,9 +152,10 @@ class WebSocket:
         self._drained: trio.Event | None = None
         self._unreceived = 0  # messages delivered to the queue that no receive() has returned yet
         # Messages parsed but not yet in the queue (it was full); bounded by queue_high_water bytes.
-        self._backlog: collections.deque[TextMessage | BytesMessage] = collections.deque()
+        # (A deque only while there is one: an idle connection holds none.)
+        self._backlog: collections.deque[TextMessage | BytesMessage] | None = None
         self._backlog_bytes = 0
-        self._deliver_scope = trio.CancelScope()
+        self._deliver_scope: trio.CancelScope | None = None  # while the reader waits for the handler
         self._draining = False
         self._receiving = False
         self._broken = False
@@ -220,6 +267,10 @@ class WebSocket:
     def _start(self, conn: Connection, nursery: trio.Nursery, trailing: bytes = b"") -> None:
         self._conn = conn
         self._nursery = nursery
+        options = self.options
+        self._writer = FrameWriter(
+            self.stream, nursery, options.write_high_water, options.write_low_water, self._writer_broke
+        )
         self.client_state = self.application_state = WebSocketState.CONNECTED
         if self.options.message_limit is not None:
             self._meter = MessageMeter(self.options.message_limit, trio.current_time())
@@ -238,28 +289,53 @@ class WebSocket:
             self._broken = True  # cancelled part-way: the stream may hold half a frame
             raise
 
-    async def _write(self, make: Any, *args: Any) -> None:
-        """Build a frame with ``make(*args)`` and send it, under the writer lock.
+    @property
+    def _write_lock(self) -> trio.StrictFIFOLock:
+        if self._lock is None:
+            self._lock = trio.StrictFIFOLock()
+        return self._lock
 
-        An uncontended lock is taken without yielding: ``send_all`` checkpoints anyway, and one
-        scheduler round trip less per message is measurable (see ``docs/benchmarks.md``).
+    def _writer_broke(self) -> None:
+        self._broken = True
+
+    async def _write(self, make: Any, *args: Any) -> None:
+        """Build a frame with ``make(*args)`` and queue it for the writer.
+
+        Cancelled, it has queued nothing; it waits only while the writer is over ``write_high_water``
+        or a fragmented message holds the lock. Otherwise it returns without a scheduler round trip
+        unless one is due (:func:`checkpoint`): the writer task writes what queued up meanwhile.
         """
-        lock = self._write_lock
+        await trio.lowlevel.checkpoint_if_cancelled()
+        writer = self._writer
+        if writer is None:
+            raise RuntimeError("send before the connection was accepted")
+        if writer.full:
+            await writer.wait_room()
+        lock = self._lock
         try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
+            if lock is not None and lock.locked():
+                async with lock:
+                    self._queue_frame(writer, make, *args)
+            else:
+                self._queue_frame(writer, make, *args)
+        except WebSocketDisconnect:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # a loop of failing sends still yields
+            raise
+        await yield_if_due()
+
+    def _queue_frame(self, writer: FrameWriter, make: Any, *args: Any) -> None:
+        if self._broken:
+            raise self._disconnect()
         try:
-            try:
-                if self._broken or self._conn is None:
-                    raise self._disconnect()
-                data = make(*args)
-            except (WebSocketDisconnect, LocalProtocolError):
-                await trio.lowlevel.checkpoint()  # the error path checkpoints too
-                raise self._disconnect() from None
-            await self._send_raw(data)
-        finally:
-            lock.release()
+            data = make(*args)
+        except LocalProtocolError:
+            raise self._disconnect() from None
+        writer.write(data)
+
+    def _send_close(self, code: int, reason: str) -> None:
+        assert self._conn is not None
+        assert self._writer is not None
+        self._writer.write(self._conn.send_close(code, reason))
 
     def _disconnect(self) -> WebSocketDisconnect:
         code = self._close_code
@@ -294,7 +370,7 @@ class WebSocket:
                 if data:
                     self._process(data)
                     if conn.has_data_to_send:
-                        await self._send_replies()
+                        self._send_replies()
                     if self._backlog or self._queued_bytes > self.options.queue_high_water:
                         await self._deliver_backlog()
                     if conn.failure is not None:
@@ -322,12 +398,14 @@ class WebSocket:
             if self._close_code is None:
                 self._close_code, self._close_reason = self._current_close()
             self._queue_send.close()
-            self._backlog.clear()
+            self._backlog = None
             self._reader_done.set()
             for _, waiter in self._pings.values():
                 waiter.set()
-            # A polite close (TLS close_notify), bounded; cancelled, it closes forcefully.
+            # What is queued goes first, then a polite close (TLS close_notify), bounded;
+            # cancelled, it closes forcefully.
             with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
+                await self._flushed()
                 await stream.aclose()
 
     async def _await_peer_close(self) -> None:
@@ -363,6 +441,8 @@ class WebSocket:
                 if meter is not None and not meter.take(len(event.data), trio.current_time()):
                     self._over_limit = True  # this message and what follows are dropped
                     continue
+                if self._backlog is None:
+                    self._backlog = collections.deque()
                 self._backlog.append(event)
                 self._backlog_bytes += len(event.data)
             elif isinstance(event, Pong):
@@ -370,14 +450,14 @@ class WebSocket:
             elif isinstance(event, CloseReceived):
                 self.client_state = WebSocketState.DISCONNECTED
 
-    async def _send_replies(self) -> None:
-        """Send the pongs and close reply the protocol queued by itself."""
+    def _send_replies(self) -> None:
+        """Queue the pongs and close reply the protocol made by itself (control frames may go
+        between the fragments of a message)."""
         assert self._conn is not None
+        assert self._writer is not None
         out = self._conn.data_to_send()
         if out:
-            async with self._write_lock:
-                if not self._broken:
-                    await self._send_raw(out)
+            self._writer.write(out)
 
     def _enqueued(self, message: TextMessage | BytesMessage) -> None:
         size = len(message.data)
@@ -394,6 +474,8 @@ class WebSocket:
         answered even while the handler is not reading; from then on, the handler has
         ``close_timeout`` to take what is left before it is dropped. ``close()`` stops delivery.
         """
+        if self._backlog is None:
+            self._backlog = collections.deque()
         backlog = self._backlog
         send_nowait = self._queue_send.send_nowait
         try:
@@ -403,26 +485,36 @@ class WebSocket:
         except trio.WouldBlock:
             pass
         if not backlog and self._queued_bytes <= self.options.queue_high_water:
+            self._backlog = None
             return
         conn = self._conn
         assert conn is not None
-        with trio.CancelScope() as self._deliver_scope:
+        with trio.CancelScope() as deliver_scope:
+            self._deliver_scope = deliver_scope
+            if conn.end_of_stream or conn.state is not ConnectionState.OPEN:
+                # The peer's close came in the same read: nothing more to read ahead.
+                await self._peer_done(deliver_scope)
             # Usually the handler is just behind: read ahead only when it really stalls.
             with trio.move_on_after(_READ_AHEAD_AFTER):
                 await self._deliver_waiting()
             if self._backlog or self._queued_bytes > self.options.queue_high_water:
                 async with trio.open_nursery() as nursery:
                     if conn.state is ConnectionState.OPEN and conn.failure is None:
-                        nursery.start_soon(self._read_ahead, self._deliver_scope)
+                        nursery.start_soon(self._read_ahead, deliver_scope)
                     await self._deliver_waiting()
                     nursery.cancel_scope.cancel()
-        backlog.clear()  # what close() or the deadline left undelivered
+        self._backlog = None  # with what close() or the deadline left undelivered
         self._backlog_bytes = 0
 
     async def _deliver_waiting(self) -> None:
         backlog = self._backlog
+        assert backlog is not None
+        send_nowait = self._queue_send.send_nowait
         while backlog and not self._draining:
-            await self._queue_send.send(backlog[0])  # cancelled, it sends nothing
+            try:
+                send_nowait(backlog[0])
+            except trio.WouldBlock:
+                await self._queue_send.send(backlog[0])  # cancelled, it sends nothing
             self._enqueued(backlog.popleft())
         while self._queued_bytes > self.options.queue_high_water and not self._draining:
             self._resume_reading = trio.Event()
@@ -436,22 +528,34 @@ class WebSocket:
                 data = await self.stream.receive_some(_RECEIVE_SIZE)
                 if data:
                     self._process(data)
-                    await self._send_replies()
+                    self._send_replies()
                 else:
                     conn.receive_data(b"")
                 if conn.end_of_stream or conn.failure is not None or conn.state is not ConnectionState.OPEN:
                     break
             else:
                 return  # the backlog is full: TCP pushes back until the handler catches up
-            if conn.state is ConnectionState.CLOSED and self.role is Role.SERVER:
-                # The closing handshake is complete: the server closes TCP now (RFC 6455 §7.1.1),
-                # not when the handler has taken the backlog, which is already in memory.
-                with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
-                    await self.stream.aclose()
         except (trio.BrokenResourceError, trio.ClosedResourceError, WebSocketDisconnect):
             self._stream_failed()
-        # The peer is done (or gone): the handler has close_timeout to take what is left.
+        await self._peer_done(deliver_scope)
+
+    async def _peer_done(self, deliver_scope: trio.CancelScope) -> None:
+        """The peer has sent all it will (or is gone) while the handler is behind."""
+        conn = self._conn
+        assert conn is not None
+        if conn.state is ConnectionState.CLOSED and self.role is Role.SERVER and not self._broken:
+            # The closing handshake is complete: the server closes TCP now (RFC 6455 §7.1.1),
+            # not when the handler has taken the backlog, which is already in memory.
+            with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
+                await self._flushed()
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.stream.aclose()
+        # The handler has close_timeout to take what is left.
         deliver_scope.deadline = min(deliver_scope.deadline, trio.current_time() + self.options.close_timeout)
+
+    async def _flushed(self) -> None:
+        if self._writer is not None:
+            await self._writer.flushed()
 
     async def _fail(self, code: int, reason: str) -> None:
         """Fail the connection after a protocol error (RFC 6455 §7.1.7): let the handler take the
@@ -466,7 +570,7 @@ class WebSocket:
             await trio.lowlevel.checkpoint()  # the handler's answer to the last message goes first
             async with self._write_lock:
                 if conn.state is ConnectionState.OPEN and not self._broken:
-                    await self._send_raw(conn.send_close(code, reason))
+                    self._send_close(code, reason)
 
     def _dequeued(self, message: TextMessage | BytesMessage) -> None:
         self._queued_bytes -= len(message.data)
@@ -553,10 +657,18 @@ class WebSocket:
             raise RuntimeError("receive() before the connection was accepted")
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving from this WebSocket")
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._receiving = True
         try:
-            message = await self._queue_receive.receive()
+            try:
+                message = self._queue_receive.receive_nowait()
+            except trio.WouldBlock:
+                message = await self._queue_receive.receive()
+                resumed()
+            else:
+                await yield_if_due()  # a message was waiting: a scheduler round trip only when due
         except trio.EndOfChannel:
+            await trio.lowlevel.cancel_shielded_checkpoint()
             raise self._disconnect() from None
         finally:
             self._receiving = False
@@ -646,26 +758,31 @@ class WebSocket:
         Other messages wait until this one is complete; pings and pongs may still go in between.
         """
         conn = self._protocol()
+        writer = self._writer
+        assert writer is not None
         async with self._write_lock:
-            if self._broken:
-                raise self._disconnect()
             previous: str | bytes | None = None
-            try:
-                if isinstance(fragments, AsyncIterable):
-                    async for fragment in fragments:
-                        if previous is not None:
-                            await self._send_raw(conn.send_fragment(previous, fin=False))
-                        previous = fragment
-                else:
-                    for fragment in fragments:
-                        if previous is not None:
-                            await self._send_raw(conn.send_fragment(previous, fin=False))
-                        previous = fragment
-                if previous is None:
-                    raise ValueError("send_fragments() needs at least one fragment")
-                await self._send_raw(conn.send_fragment(previous, fin=True))
-            except LocalProtocolError:
-                raise self._disconnect() from None
+            if isinstance(fragments, AsyncIterable):
+                async for fragment in fragments:
+                    if previous is not None:
+                        await self._send_fragment(writer, conn, previous, fin=False)
+                    previous = fragment
+            else:
+                for fragment in fragments:
+                    if previous is not None:
+                        await self._send_fragment(writer, conn, previous, fin=False)
+                    previous = fragment
+            if previous is None:
+                raise ValueError("send_fragments() needs at least one fragment")
+            await self._send_fragment(writer, conn, previous, fin=True)
+
+    async def _send_fragment(
+        self, writer: FrameWriter, conn: Connection, data: str | bytes, fin: bool
+    ) -> None:
+        if writer.full:
+            await writer.wait_room()
+        self._queue_frame(writer, functools.partial(conn.send_fragment, fin=fin), data)
+        await checkpoint()
 
     async def ping(self, payload: bytes | None = None) -> float:
         """Send a ping and wait for its pong; return the round-trip time in seconds (also kept in
@@ -716,13 +833,13 @@ class WebSocket:
         conn = self._conn
         with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
             self._draining = True
-            self._deliver_scope.cancel()
+            if self._deliver_scope is not None:
+                self._deliver_scope.cancel()
             if self._resume_reading is not None:
                 self._resume_reading.set()
             async with self._write_lock:
                 if conn.state is ConnectionState.OPEN and not self._broken:
-                    with contextlib.suppress(WebSocketDisconnect):
-                        await self._send_raw(conn.send_close(code, reason))
+                    self._send_close(code, reason)
             await self._reader_done.wait()
         if not self._reader_done.is_set():
             self._broken = True

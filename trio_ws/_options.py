@@ -34,6 +34,9 @@ class WebSocketOptions:
     - ``max_queue``: received messages waiting for the handler before the reader stops reading.
     - ``queue_high_water`` / ``queue_low_water``: bytes waiting before the reader stops reading, and the
       level at which it starts again.
+    - ``write_high_water`` / ``write_low_water``: bytes sent but not yet written to the stream beyond
+      which a send waits, and the level that lets it go on. Below it, sends return at once and the
+      connection's writer task writes many messages per system call.
     - ``ping_interval`` / ``ping_timeout``: keepalive pings (``None``: off); no pong within the timeout
       closes with 1011.
     - ``open_timeout``: TLS and opening handshake; ``close_timeout``: closing handshake.
@@ -47,6 +50,8 @@ class WebSocketOptions:
     max_queue: int = 16
     queue_high_water: int = 2**20
     queue_low_water: int = 2**18
+    write_high_water: int = 2**16
+    write_low_water: int = 2**14
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     open_timeout: float = 10.0

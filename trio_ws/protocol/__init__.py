@@ -8,7 +8,7 @@ from ._deflate import DeflateOptions, PerMessageDeflate, accept_deflate, deflate
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError
 from ._events import BytesMessage, CloseReceived, Event, Ping, Pong, TextMessage
 from ._extensions import Extension
-from ._frames import CloseCode, Opcode, apply_mask, encode_frame, is_wire_close_code
+from ._frames import SPEEDUPS, CloseCode, Opcode, apply_mask, encode_frame, is_wire_close_code
 from ._handshake import (
     ExtensionOffer,
     Request,
@@ -53,6 +53,7 @@ __all__ = [
     "TextMessage",
     "accept_deflate",
     "accept_key",
+    "SPEEDUPS",
     "apply_mask",
     "build_request",
     "build_response",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 
 from ._errors import LocalProtocolError, ProtocolError
 
 __all__ = [
     "CloseCode",
     "Opcode",
+    "SPEEDUPS",
     "apply_mask",
     "encode_close_payload",
     "encode_frame",
@@ -67,11 +69,12 @@ _XOR_TABLES = [bytes(b ^ m for b in range(256)) for m in range(256)]
 _TRANSLATE_FROM = 512
 
 
-def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+def py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """XOR ``data`` with the repeated 4-byte ``mask`` (RFC 6455 §5.3); the operation is its own inverse.
 
-    Pure Python. Small payloads use one big-integer XOR; from 512 bytes on, ``bytes.translate`` over the
-    four strided slices is faster (measured by ``bench/bench_protocol.py``).
+    Pure Python (the fallback of :func:`apply_mask`). Small payloads use one big-integer XOR; from 512
+    bytes on, ``bytes.translate`` over the four strided slices is faster (measured by
+    ``bench/bench_protocol.py``).
     """
     n = len(data)
     if n == 0:
@@ -84,6 +87,17 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     for i in range(4):
         buf[i::4] = buf[i::4].translate(_XOR_TABLES[mask[i]])
     return bytes(buf)
+
+
+apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes]
+try:
+    from ._speedups import apply_mask
+except ImportError:  # built without a C compiler
+    apply_mask = py_apply_mask
+    #: Whether the C speedup (unmasking) is in use.
+    SPEEDUPS = False
+else:
+    SPEEDUPS = True
 
 
 def encode_frame(

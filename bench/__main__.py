@@ -1,0 +1,196 @@
+"""Issue 7's performance budget in one run: ``python -m bench`` (``--quick`` for one repeat of 2 s).
+
+Every cell runs each server in its own process pinned to core 0; the load generator (this process,
+raw sockets with pre-built masked frames, checking every echoed byte) is pinned to core 1. Medians of
+the repeats; each trio_ws figure is printed with its ratio to the websockets library's trio server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import shutil
+import socket
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import cast
+
+from trio_ws.protocol import encode_frame
+
+from .bench_echo import close, echo_run, handshake, start_server
+from .bench_memory import measure as measure_memory
+
+SERVERS = ["trio_ws", "trio-websocket", "websockets-trio", "websockets-asyncio"]
+MASK = b"\x01\x02\x03\x04"
+
+
+def frames(size: int) -> tuple[bytes, bytes]:
+    payload = bytes(i % 251 for i in range(size))
+    return encode_frame(0x2, payload, mask=MASK), encode_frame(0x2, payload)
+
+
+def many_connections(port: int, size: int, connections: int, in_flight: int, seconds: float) -> float:
+    """Messages/s over ``connections`` connections, each with ``in_flight`` messages outstanding."""
+    frame, expected = frames(size)
+    n = len(expected)
+    socks = [handshake(port)[0] for _ in range(connections)]
+    selector = selectors.DefaultSelector()
+    received: dict[socket.socket, bytearray] = {}
+    for sock in socks:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+        received[sock] = bytearray()
+        sock.sendall(frame * in_flight)
+    done = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    outstanding = connections * in_flight
+    while outstanding:
+        for key, _ in selector.select(1):
+            sock = cast(socket.socket, key.fileobj)
+            buf = received[sock]
+            buf += sock.recv(1 << 20)
+            complete = len(buf) // n
+            if complete:
+                if buf[: complete * n] != expected * complete:
+                    raise RuntimeError("echo mismatch")
+                del buf[: complete * n]
+                done += complete
+                outstanding -= complete
+                if time.perf_counter() < deadline:
+                    sock.setblocking(True)
+                    sock.sendall(frame * complete)
+                    sock.setblocking(False)
+                    outstanding += complete
+    elapsed = time.perf_counter() - start
+    for sock in socks:
+        sock.setblocking(True)
+        close(sock)
+    return done / elapsed
+
+
+def latency_p50(port: int, seconds: float, size: int = 16) -> float:
+    """Median round trip in µs with one message in flight."""
+    frame, expected = frames(size)
+    sock, _ = handshake(port)
+    samples = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        sock.sendall(frame)
+        got = b""
+        while len(got) < len(expected):
+            got += sock.recv(65536)
+        samples.append(time.perf_counter() - t0)
+        if got != expected:
+            raise RuntimeError("echo mismatch")
+    close(sock)
+    return statistics.median(samples) * 1e6
+
+
+def handshakes(port: int, seconds: float, concurrency: int = 10) -> float:
+    """Connections/s opened (handshake) and closed (closing handshake), ``concurrency`` at a time."""
+    counts = [0] * concurrency
+    deadline = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        while time.perf_counter() < deadline:
+            sock, _ = handshake(port)
+            close(sock)
+            counts[i] += 1
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def cell(name: str, run: Callable[[int], float], repeats: int) -> float:
+    values = []
+    for _ in range(repeats):
+        cell.port += 1  # type: ignore[attr-defined]
+        port = cell.port  # type: ignore[attr-defined]
+        proc = start_server(name, port)
+        try:
+            values.append(run(port))
+        finally:
+            proc.kill()
+            proc.wait()
+    return statistics.median(values)
+
+
+cell.port = 19500  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--servers", nargs="*", default=SERVERS)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-connections", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="1 repeat of 2 s, 500 idle connections")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.seconds, args.memory_connections = 1, 2.0, 500
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    s = args.seconds
+    mib = 1 << 20
+    scenarios: list[tuple[str, str, bool, Callable[[int], float]]] = [
+        ("echo 16 B, 1 connection, 64 in flight", "msg/s", True, lambda p: echo_run(p, 16, 64, s)[0]),
+        ("echo 1 KiB, 1 connection, 64 in flight", "msg/s", True, lambda p: echo_run(p, 1024, 64, s)[0]),
+        (
+            "echo 1 KiB, 100 connections, 4 in flight each",
+            "msg/s",
+            True,
+            lambda p: many_connections(p, 1024, 100, 4, s),
+        ),
+        ("echo 64 KiB, 16 in flight", "MB/s", True, lambda p: echo_run(p, 65536, 16, s)[0] * 65536 / 1e6),
+        ("echo 1 MiB, 2 in flight", "MB/s", True, lambda p: echo_run(p, mib, 2, s)[0] * mib / 1e6),
+        ("round trip p50, 1 in flight", "µs", False, lambda p: latency_p50(p, s)),
+        ("handshakes/s (open + close), 10 concurrent", "/s", True, lambda p: handshakes(p, s)),
+    ]
+    results: dict[tuple[str, str], float] = {}
+    for title, unit, _, run in scenarios:
+        for name in args.servers:
+            results[title, name] = cell(name, run, args.repeats)
+            print(f"  {title:48} {name:20} {results[title, name]:>12,.1f} {unit}", file=sys.stderr)
+    memory: dict[str, float] = {}
+    for name in args.servers:
+        cell.port += 1  # type: ignore[attr-defined]
+        memory[name] = measure_memory(name, cell.port, args.memory_connections, False)[0]  # type: ignore[attr-defined]
+        print(f"  memory per idle connection {name:20} {memory[name]:.1f} KiB", file=sys.stderr)
+
+    base = "websockets-trio"
+    print(f"\nMedian of {args.repeats} runs of {s:g} s; servers on core 0, the load generator on core 1.\n")
+    print("| scenario | " + " | ".join(args.servers) + " | trio_ws ÷ websockets-trio |")
+    print("| --- |" + " --- |" * (len(args.servers) + 1))
+    for title, unit, higher_is_better, _ in scenarios:
+        cells = [f"{results[title, name]:,.0f} {unit}" for name in args.servers]
+        ratio = "-"
+        if base in args.servers and "trio_ws" in args.servers:
+            r = results[title, "trio_ws"] / results[title, base]
+            ratio = f"{r:.2f}" if higher_is_better else f"{r:.2f} (lower is better)"
+        print(f"| {title} | " + " | ".join(cells) + f" | {ratio} |")
+    cells = [f"{memory[name]:.1f} KiB" for name in args.servers]
+    ratio = (
+        f"{memory['trio_ws'] / memory[base]:.2f} (lower is better)"
+        if base in memory and "trio_ws" in memory
+        else "-"
+    )
+    print(
+        f"| memory per idle connection ({args.memory_connections:,} connections) | "
+        + " | ".join(cells)
+        + f" | {ratio} |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""The writer: one task per connection writes every frame, many frames per ``send_all``.
+
+Senders append whole frames to an outbox (synchronously, so frames never interleave) and return; the
+writer task takes everything queued and writes it at once. A sender waits only when the outbox holds
+more than ``write_high_water`` bytes, until the writer has brought it down to ``write_low_water``.
+
+:func:`checkpoint` is the checkpoint of the hot path: always a cancel point, and a schedule point
+unless one of ours yielded within the last millisecond (trio's own proposal, python-trio/trio#1757).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import final
+
+import trio
+
+__all__ = ["FrameWriter", "checkpoint", "resumed"]
+
+#: How long a task may run through our calls without yielding to the scheduler.
+SLICE = 0.001
+_last_yield = 0.0
+_clock = time.perf_counter
+
+
+def resumed() -> None:
+    """Record that a task just came back from the scheduler (after a real wait)."""
+    global _last_yield
+    _last_yield = _clock()
+
+
+async def checkpoint() -> None:
+    """A trio checkpoint that skips the scheduler round trip when one of ours happened less than
+    :data:`SLICE` ago: cancellation is always checked, and no task runs through our calls for longer
+    than the slice without letting the others run."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    await yield_if_due()
+
+
+async def yield_if_due() -> None:
+    """The schedule point of :func:`checkpoint`, shielded: for calls that have already acted."""
+    global _last_yield
+    if _clock() - _last_yield >= SLICE:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        _last_yield = _clock()
+
+
+@final
+class FrameWriter:
+    """The outbox of one connection and the task that empties it into the stream.
+
+    The task starts with the first frame (a connection that never sends costs no task). When a write
+    fails, ``broken`` is set, ``on_broken`` is called, and whatever is queued is dropped.
+    """
+
+    __slots__ = (
+        "_flushed",
+        "_frames",
+        "_nursery",
+        "_on_broken",
+        "_parked",
+        "_room",
+        "_running",
+        "_stream",
+        "broken",
+        "high_water",
+        "low_water",
+        "pending",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        nursery: trio.Nursery,
+        high_water: int,
+        low_water: int,
+        on_broken: Callable[[], None],
+    ) -> None:
+        self._stream = stream
+        self._nursery = nursery
+        self.high_water = high_water
+        self.low_water = low_water
+        self._on_broken = on_broken
+        self._frames: list[bytes] = []
+        #: Bytes queued and not yet written (including the write in progress).
+        self.pending = 0
+        self.broken = False
+        self._running = False
+        self._parked: trio.lowlevel.Task | None = None  # the writer task, waiting for frames
+        self._room: trio.Event | None = None  # set when pending falls to low_water
+        self._flushed: trio.Event | None = None  # set when pending falls to zero
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` (whole frames) to be written; never blocks."""
+        if self.broken:
+            return
+        self._frames.append(data)
+        self.pending += len(data)
+        if self._parked is not None:
+            trio.lowlevel.reschedule(self._parked)
+            self._parked = None
+        elif not self._running:
+            self._running = True
+            self._nursery.start_soon(self._run)
+
+    @property
+    def full(self) -> bool:
+        return self.pending > self.high_water and not self.broken
+
+    async def wait_room(self) -> None:
+        """Wait until the outbox is down to ``low_water`` bytes (or the connection broke)."""
+        while self.full:
+            if self._room is None:
+                self._room = trio.Event()
+            await self._room.wait()
+        resumed()
+
+    async def flushed(self) -> None:
+        """Wait until everything queued is written (or the connection broke)."""
+        while self.pending and not self.broken:
+            if self._flushed is None:
+                self._flushed = trio.Event()
+            await self._flushed.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def _run(self) -> None:
+        frames = self._frames
+        while True:
+            if not frames:
+                self._parked = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort)
+                continue
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            frames.clear()
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._break()
+                return
+            except BaseException:
+                self._break()  # cancelled part-way: the stream may hold half a frame
+                raise
+            self.pending -= len(data)
+            self._wrote()
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wrote(self) -> None:
+        if self._room is not None and self.pending <= self.low_water:
+            self._room.set()
+            self._room = None
+        if self._flushed is not None and not self.pending:
+            self._flushed.set()
+            self._flushed = None
+
+    def _break(self) -> None:
+        self.broken = True
+        self._frames.clear()
+        self.pending = 0
+        self._wrote()
+        self._on_broken()
