@@ -16,7 +16,8 @@ import os
 import time
 from collections.abc import Callable
 
-from trio_ws.protocol import Connection, Role, apply_mask, encode_frame
+from trio_ws.protocol import SPEEDUPS, Connection, Role, apply_mask, encode_frame
+from trio_ws.protocol._frames import py_apply_mask
 
 MASK = os.urandom(4)
 
@@ -86,7 +87,8 @@ def unmaskers() -> dict[str, Callable[[bytes], object]]:
     from wsproto.frame_protocol import XorMaskerSimple
 
     found: dict[str, Callable[[bytes], object]] = {
-        "trio_ws": lambda data: apply_mask(data, MASK),
+        "trio_ws" + (" (C speedup)" if SPEEDUPS else ""): lambda data: apply_mask(data, MASK),
+        "trio_ws (pure Python)": lambda data: py_apply_mask(data, MASK),
         "wsproto": lambda data: XorMaskerSimple(MASK).process(bytearray(data)),
         "websockets (pure Python)": lambda data: websockets_python(data, MASK),
     }

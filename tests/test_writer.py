@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import trio_ws._writer
 from trio_ws import WebSocket, WebSocketOptions, WebSocketServer
 from trio_ws._client import _run_client, connect_websocket
-from trio_ws.protocol import SPEEDUPS, apply_mask
+from trio_ws.protocol import SPEEDUPS, PreparedMessage, apply_mask
 from trio_ws.protocol._frames import py_apply_mask
 from trio_ws.testing import open_test_client
 
@@ -165,3 +165,32 @@ def test_without_the_extension_the_pure_python_core_is_used() -> None:
         "assert Connection(Role.SERVER).receive_data(wire) == [TextMessage('hello')]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_direct_writes_and_queued_frames_keep_each_senders_order() -> None:
+    """The Hub's sender writes from its own task when the writer is idle; frames queued by another
+    task meanwhile go out after it, by the writer task. Nothing is lost or reordered per sender."""
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+
+        async def direct() -> None:
+            for i in range(50):
+                await ws._send_prepared_now(PreparedMessage(f"d{i}"))
+
+        async def queued() -> None:
+            for i in range(50):
+                await ws.send_text(f"q{i}")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(direct)
+            nursery.start_soon(queued)
+        await ws.send_text("end")
+        await ws.receive()
+
+    async with open_test_client(handler) as client:
+        received = []
+        while (message := await client.receive_text(timeout=5)) != "end":
+            received.append(message)
+    assert [m for m in received if m[0] == "d"] == [f"d{i}" for i in range(50)]
+    assert [m for m in received if m[0] == "q"] == [f"q{i}" for i in range(50)]

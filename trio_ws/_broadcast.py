@@ -278,7 +278,7 @@ class Hub:
                         await subscriber.wakeup.wait()
                         continue
                     message = subscriber.queue.popleft()
-                    await subscriber.ws.send_prepared(message)
+                    await subscriber.ws._send_prepared_now(message)
                     self.stats.delivered += 1
         except WebSocketDisconnect:
             pass

@@ -744,6 +744,26 @@ class WebSocket:
         compression the same frame bytes go to every connection."""
         await self._write(self._protocol().send_prepared, message)
 
+    async def _send_prepared_now(self, message: PreparedMessage) -> None:
+        """:meth:`send_prepared` for a task that only sends (the Hub's): when the writer is idle, the
+        frame is written from this task, without waking the writer task."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        writer = self._writer
+        lock = self._lock
+        if writer is None or self._broken or (lock is not None and lock.locked()):
+            return await self._write(self._protocol().send_prepared, message)
+        if writer.full:
+            await writer.wait_room()
+        try:
+            data = self._protocol().send_prepared(message)
+        except LocalProtocolError:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            raise self._disconnect() from None
+        if not await writer.send_now(data):
+            await yield_if_due()
+        if self._broken:
+            raise self._disconnect()
+
     async def send_json(self, data: Any, mode: Literal["text", "binary"] = "text") -> None:
         """Send ``data`` encoded as JSON, in a text (``mode="text"``) or binary message."""
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)

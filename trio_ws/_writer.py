@@ -55,6 +55,7 @@ class FrameWriter:
     """
 
     __slots__ = (
+        "_direct",
         "_flushed",
         "_frames",
         "_nursery",
@@ -62,6 +63,7 @@ class FrameWriter:
         "_parked",
         "_room",
         "_running",
+        "_sending",
         "_stream",
         "broken",
         "high_water",
@@ -87,6 +89,8 @@ class FrameWriter:
         self.pending = 0
         self.broken = False
         self._running = False
+        self._sending = False  # the writer task is in send_all
+        self._direct = False  # another task is (see send_now)
         self._parked: trio.lowlevel.Task | None = None  # the writer task, waiting for frames
         self._room: trio.Event | None = None  # set when pending falls to low_water
         self._flushed: trio.Event | None = None  # set when pending falls to zero
@@ -97,12 +101,43 @@ class FrameWriter:
             return
         self._frames.append(data)
         self.pending += len(data)
+        if not self._direct:
+            self._wake()
+
+    def _wake(self) -> None:
         if self._parked is not None:
             trio.lowlevel.reschedule(self._parked)
             self._parked = None
         elif not self._running:
             self._running = True
             self._nursery.start_soon(self._run)
+
+    async def send_now(self, data: bytes) -> bool:
+        """Write ``data`` from the calling task if nothing is queued or being written, and return
+        ``True``; otherwise queue it and return ``False`` (the caller still owes a checkpoint).
+
+        For tasks that exist only to send (the Hub's), this saves waking the writer task."""
+        if self._frames or self._sending or self._direct or self.broken:
+            self.write(data)
+            return False
+        self._direct = True
+        self.pending += len(data)
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._direct = False
+            self._break()
+            return True
+        except BaseException:
+            self._direct = False
+            self._break()  # cancelled part-way: the stream may hold half a frame
+            raise
+        self._direct = False
+        self.pending -= len(data)
+        self._wrote()
+        if self._frames:  # queued meanwhile: the writer task takes over
+            self._wake()
+        return True
 
     @property
     def full(self) -> bool:
@@ -133,6 +168,7 @@ class FrameWriter:
                 continue
             data = frames[0] if len(frames) == 1 else b"".join(frames)
             frames.clear()
+            self._sending = True
             try:
                 await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -141,6 +177,8 @@ class FrameWriter:
             except BaseException:
                 self._break()  # cancelled part-way: the stream may hold half a frame
                 raise
+            finally:
+                self._sending = False
             self.pending -= len(data)
             self._wrote()
 
