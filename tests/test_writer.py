@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import trio
@@ -51,7 +52,7 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Replace the slice clock: the test moves it by hand (a list of one float)."""
     now = [0.0]
     monkeypatch.setattr(trio_ws._writer, "_clock", lambda: now[0])
-    monkeypatch.setattr(trio_ws._writer, "_last_yield", 0.0)
+    monkeypatch.setattr(trio_ws._writer._last, "at", 0.0)
     return now
 
 
@@ -90,6 +91,17 @@ async def test_sends_between_two_yields_go_out_in_one_write(frozen_clock: list[f
             assert received == [f"m{i}" for i in range(100)]
             assert len(writes) == 1
             assert writes[0] == sum(2 + len(f"m{i}") for i in range(100))
+
+
+def test_the_slice_is_kept_per_thread() -> None:
+    """Two trio loops in two threads: a recent yield in one says nothing about the other."""
+    trio_ws._writer.resumed()
+    seen: list[float] = []
+    thread = threading.Thread(target=lambda: seen.append(trio_ws._writer._last.at))
+    thread.start()
+    thread.join()
+    assert seen == [0.0]
+    assert trio_ws._writer._last.at > 0.0
 
 
 async def test_a_send_or_receive_in_a_cancelled_scope_does_nothing(frozen_clock: list[float]) -> None:

@@ -10,6 +10,7 @@ unless one of ours yielded within the last millisecond (trio's own proposal, pyt
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import final
@@ -20,14 +21,21 @@ __all__ = ["FrameWriter", "checkpoint", "resumed"]
 
 #: How long a task may run through our calls without yielding to the scheduler.
 SLICE = 0.001
-_last_yield = 0.0
 _clock = time.perf_counter
+
+
+class _LastYield(threading.local):
+    """When one of our calls last yielded, per thread: each thread runs its own trio loop."""
+
+    at = 0.0
+
+
+_last = _LastYield()
 
 
 def resumed() -> None:
     """Record that a task just came back from the scheduler (after a real wait)."""
-    global _last_yield
-    _last_yield = _clock()
+    _last.at = _clock()
 
 
 async def checkpoint() -> None:
@@ -40,10 +48,10 @@ async def checkpoint() -> None:
 
 async def yield_if_due() -> None:
     """The schedule point of :func:`checkpoint`, shielded: for calls that have already acted."""
-    global _last_yield
-    if _clock() - _last_yield >= SLICE:
+    last = _last
+    if _clock() - last.at >= SLICE:
         await trio.lowlevel.cancel_shielded_checkpoint()
-        _last_yield = _clock()
+        last.at = _clock()
 
 
 @final
