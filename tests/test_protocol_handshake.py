@@ -175,6 +175,26 @@ def test_headers_are_case_insensitive_and_multi_valued() -> None:
         headers["missing"]
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: x \r\nX-A:\tb c  \r\nEmpty:\r\nx-a: 2\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # no header at all
+    ],
+)
+def test_parsed_headers_compact_to_their_bytes_and_read_the_same(head: bytes) -> None:
+    request = RequestParser().receive_data(head)
+    assert request is not None
+    headers = request.headers
+    before = (headers.raw, dict(headers), headers.getlist("x-a"), headers.multi_items())
+    headers.compact()  # what a server does once the handshake is answered
+    assert headers._raw is None and headers._index is None
+    assert (headers.raw, dict(headers), headers.getlist("x-a"), headers.multi_items()) == before
+    if len(head) > 20:
+        assert before[0] == ((b"Host", b"x"), (b"X-A", b"b c"), (b"Empty", b""), (b"x-a", b"2"))
+        assert before[2] == ["b c", "2"]
+
+
 def client_roundtrip(response: bytes, key: str, offered: list[str] = []) -> object:  # noqa: B006
     parser = ResponseParser()
     parsed = None

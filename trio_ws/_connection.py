@@ -22,6 +22,7 @@ import trio
 from ._exceptions import WebSocketDisconnect, check_close_reason
 from ._limits import MessageMeter
 from ._options import WebSocketOptions, WebSocketState, answer_and_linger
+from ._queue import MessageQueue
 from ._request import URL, QueryParams, Request
 from ._writer import FrameWriter, checkpoint, resumed, yield_if_due
 from .protocol import (
@@ -80,13 +81,14 @@ class WebSocket:
         "_nursery",
         "_over_limit",
         "_pings",
-        "_queue_receive",
-        "_queue_send",
+        "_queue",
         "_queued_bytes",
         "_reader_done",
+        "_reader_finished",
         "_receiving",
         "_resume_reading",
         "_round_trips",
+        "_stream_closed",
         "_unreceived",
         "_writer",
         "application_state",
@@ -144,9 +146,7 @@ class WebSocket:
         # Held for the whole of a fragmented message, so that no other message gets in between.
         self._lock: trio.StrictFIFOLock | None = None  # made when first needed (see _write_lock)
         self._writer: FrameWriter | None = None
-        send, receive = trio.open_memory_channel[TextMessage | BytesMessage](options.max_queue)
-        self._queue_send = send
-        self._queue_receive = receive
+        self._queue = MessageQueue[TextMessage | BytesMessage](options.max_queue)
         self._queued_bytes = 0
         self._resume_reading: trio.Event | None = None
         self._drained: trio.Event | None = None
@@ -159,7 +159,9 @@ class WebSocket:
         self._draining = False
         self._receiving = False
         self._broken = False
-        self._reader_done = trio.Event()
+        self._reader_finished = False
+        self._reader_done: trio.Event | None = None  # made when close() waits for the reader
+        self._stream_closed = False  # the reader closed the stream (the server need not)
         self._pings: dict[bytes, tuple[float, trio.Event]] = {}  # payload -> (sent at, answered)
         self._round_trips: dict[bytes, float] = {}  # payload -> seconds, until ping() takes it
         self._nursery: trio.Nursery | None = None
@@ -251,8 +253,7 @@ class WebSocket:
         if route.options:
             options = attrs.evolve(self.options, **route.options)
             if options.max_queue != self.options.max_queue:
-                send, receive = trio.open_memory_channel[TextMessage | BytesMessage](options.max_queue)
-                self._queue_send, self._queue_receive = send, receive
+                self._queue = MessageQueue(options.max_queue)
             self.options = options
         if route.subprotocols is not None:
             self.supported_subprotocols = route.subprotocols
@@ -332,6 +333,17 @@ class WebSocket:
             raise self._disconnect() from None
         writer.write(data)
 
+    def _closed_already(self) -> bool:
+        """Start closing (the handler is done with the connection); ``True`` if the closing
+        handshake is over already and there is nothing to wait for."""
+        self.application_state = WebSocketState.DISCONNECTED
+        self._draining = True
+        return self._reader_finished
+
+    def _close_if_open(self, conn: Connection, code: int, reason: str) -> None:
+        if conn.state is ConnectionState.OPEN and not self._broken:
+            self._send_close(code, reason)
+
     def _send_close(self, code: int, reason: str) -> None:
         assert self._conn is not None
         assert self._writer is not None
@@ -370,7 +382,10 @@ class WebSocket:
                 if data:
                     self._process(data)
                     if conn.has_data_to_send:
-                        self._send_replies()
+                        # A server's close reply: the reader leaves the loop (or, behind a full
+                        # queue, goes to _peer_done) and writes it itself; no writer task for it.
+                        closed = conn.state is ConnectionState.CLOSED and self.role is Role.SERVER
+                        self._send_replies(start=not closed)
                     if self._backlog or self._queued_bytes > self.options.queue_high_water:
                         await self._deliver_backlog()
                     if conn.failure is not None:
@@ -397,16 +412,19 @@ class WebSocket:
             self.client_state = WebSocketState.DISCONNECTED
             if self._close_code is None:
                 self._close_code, self._close_reason = self._current_close()
-            self._queue_send.close()
+            self._queue.close()
             self._backlog = None
-            self._reader_done.set()
+            self._reader_finished = True
+            if self._reader_done is not None:
+                self._reader_done.set()
             for _, waiter in self._pings.values():
                 waiter.set()
             # What is queued goes first, then a polite close (TLS close_notify), bounded;
             # cancelled, it closes forcefully.
-            with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + self.options.close_timeout):
                 await self._flushed()
                 await stream.aclose()
+                self._stream_closed = True
 
     async def _await_peer_close(self) -> None:
         """After our close frame (a policy close): read and drop what still comes until the peer's
@@ -450,14 +468,14 @@ class WebSocket:
             elif isinstance(event, CloseReceived):
                 self.client_state = WebSocketState.DISCONNECTED
 
-    def _send_replies(self) -> None:
+    def _send_replies(self, start: bool = True) -> None:
         """Queue the pongs and close reply the protocol made by itself (control frames may go
-        between the fragments of a message)."""
+        between the fragments of a message). ``start=False``: the caller flushes them itself."""
         assert self._conn is not None
         assert self._writer is not None
         out = self._conn.data_to_send()
         if out:
-            self._writer.write(out)
+            self._writer.write(out, start=start)
 
     def _enqueued(self, message: TextMessage | BytesMessage) -> None:
         size = len(message.data)
@@ -477,7 +495,7 @@ class WebSocket:
         if self._backlog is None:
             self._backlog = collections.deque()
         backlog = self._backlog
-        send_nowait = self._queue_send.send_nowait
+        send_nowait = self._queue.put_nowait
         try:
             while backlog:
                 send_nowait(backlog[0])
@@ -509,12 +527,8 @@ class WebSocket:
     async def _deliver_waiting(self) -> None:
         backlog = self._backlog
         assert backlog is not None
-        send_nowait = self._queue_send.send_nowait
         while backlog and not self._draining:
-            try:
-                send_nowait(backlog[0])
-            except trio.WouldBlock:
-                await self._queue_send.send(backlog[0])  # cancelled, it sends nothing
+            await self._queue.put(backlog[0])  # cancelled, it queues nothing
             self._enqueued(backlog.popleft())
         while self._queued_bytes > self.options.queue_high_water and not self._draining:
             self._resume_reading = trio.Event()
@@ -569,8 +583,7 @@ class WebSocket:
                 await self._drained.wait()
             await trio.lowlevel.checkpoint()  # the handler's answer to the last message goes first
             async with self._write_lock:
-                if conn.state is ConnectionState.OPEN and not self._broken:
-                    self._send_close(code, reason)
+                self._close_if_open(conn, code, reason)
 
     def _dequeued(self, message: TextMessage | BytesMessage) -> None:
         self._queued_bytes -= len(message.data)
@@ -660,15 +673,22 @@ class WebSocket:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._receiving = True
         try:
+            queue = self._queue
             try:
-                message = self._queue_receive.receive_nowait()
+                message: TextMessage | BytesMessage | None = queue.get_nowait()
             except trio.WouldBlock:
-                message = await self._queue_receive.receive()
+                message = None  # (not awaited in here: the exception would live as long as the wait)
+            if message is None:
+                await queue.wait()
+                try:
+                    message = queue.get_nowait()
+                except trio.EndOfChannel:  # after a wait: the scheduler has run
+                    raise self._disconnect() from None
                 resumed()
             else:
                 await yield_if_due()  # a message was waiting: a scheduler round trip only when due
         except trio.EndOfChannel:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()  # a loop of failing receives yields
             raise self._disconnect() from None
         finally:
             self._receiving = False
@@ -849,19 +869,26 @@ class WebSocket:
             else:
                 await trio.lowlevel.checkpoint()
             return
-        self.application_state = WebSocketState.DISCONNECTED
+        if self._closed_already():
+            await trio.lowlevel.checkpoint()
+            return
         conn = self._conn
-        with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
-            self._draining = True
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.options.close_timeout):
             if self._deliver_scope is not None:
                 self._deliver_scope.cancel()
             if self._resume_reading is not None:
                 self._resume_reading.set()
-            async with self._write_lock:
-                if conn.state is ConnectionState.OPEN and not self._broken:
-                    self._send_close(code, reason)
-            await self._reader_done.wait()
-        if not self._reader_done.is_set():
+            lock = self._lock
+            if lock is not None and lock.locked():  # a fragmented message is going out: after it
+                async with lock:
+                    self._close_if_open(conn, code, reason)
+            else:
+                self._close_if_open(conn, code, reason)
+            if not self._reader_finished:
+                if self._reader_done is None:
+                    self._reader_done = trio.Event()
+                await self._reader_done.wait()
+        if not self._reader_finished:
             self._broken = True
             await trio.aclose_forcefully(self.stream)
         await trio.lowlevel.checkpoint()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import logging
 import math
 import ssl
@@ -65,7 +66,7 @@ def peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
 class _Access:
     """What the access log says of one connection, filled in as it goes."""
 
-    __slots__ = ("client", "request", "start", "status", "ws")
+    __slots__ = ("client", "host", "request", "start", "status", "ws")
 
     def __init__(self, start: float, client: tuple[str, int] | None) -> None:
         self.start = start
@@ -73,6 +74,7 @@ class _Access:
         self.request: Request | None = None
         self.status = "-"  # the HTTP status answered, "-" when dropped without an answer
         self.ws: WebSocket | None = None
+        self.host = "-"  # the key of max_connections_per_client, once admitted
 
     def log(self) -> None:
         """One line on ``trio_ws.access`` (INFO): client, path, outcome, duration, traffic."""
@@ -206,27 +208,36 @@ class WebSocketServer:
         Never raises but for cancellation: the handler's errors are logged and close the connection
         with 1011. The connection is shielded from outside cancellation; :meth:`aclose` ends it.
         """
-        with trio.CancelScope(shield=True) as scope:
-            full = self.max_connections is not None and len(self._scopes) >= self.max_connections
-            self._scopes[scope] = scope
-            self._idle = trio.Event()
-            record = self._records[stream] = _Access(trio.current_time(), peer_address(stream))
-            try:
+        full = self.max_connections is not None and len(self._scopes) >= self.max_connections
+        record = self._records[stream] = _Access(trio.current_time(), peer_address(stream))
+        self._idle = trio.Event()
+        try:
+            # The connection's nursery; its scope is the shield, and what aclose() cancels.
+            async with trio.open_nursery() as nursery:
+                scope = nursery.cancel_scope
+                scope.shield = True
+                self._scopes[scope] = scope
                 if full:
                     await self._answer(
                         stream, error_response(503, "too many connections\n", [("Retry-After", "1")])
                     )
                 else:
-                    await self._serve(stream, scope)
-            except Exception:
-                logger.exception("connection failed")
-            finally:
-                del self._scopes[scope]
-                del self._records[stream]
-                if not self._scopes:
-                    self._idle.set()
+                    ws = await self._serve(stream, scope, nursery)
+                    if ws is not None:
+                        try:
+                            await self._run_handler(ws)
+                        finally:
+                            self._release(ws, record, nursery)
+        except Exception:  # (the handler's own errors are dealt with in _run_handler)
+            logger.exception("connection failed")
+        finally:
+            self._scopes.pop(scope, None)
+            del self._records[stream]
+            if not self._scopes:
+                self._idle.set()
+            if record.ws is None or not record.ws._stream_closed:
                 await trio.aclose_forcefully(stream)
-                record.log()
+            record.log()
 
     async def _answer(self, stream: trio.abc.Stream, data: bytes) -> None:
         record = self._records.get(stream)
@@ -234,37 +245,46 @@ class WebSocketServer:
             record.status = data[9:12].decode("latin-1")
         await answer_and_linger(stream, data, self.options.close_timeout)
 
-    async def _serve(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    async def _serve(
+        self, stream: trio.abc.Stream, scope: trio.CancelScope, nursery: trio.Nursery
+    ) -> WebSocket | None:
+        """The opening handshake up to the handler: the WebSocket to hand it, or ``None`` when the
+        request was answered otherwise. (The handler does not run in here: an idle connection's
+        task holds as few coroutine frames as it can.)"""
         if self._closing:
             await self._answer(stream, error_response(503, "server shutting down"))
-            return
+            return None
         parser = RequestParser(max_size=self.max_request_size)
         request = None
-        reading = trio.CancelScope()  # shutdown cancels it; then this task answers 503 itself
+        # open_timeout ends it, or a shutdown (then this task answers 503 itself).
+        reading = trio.CancelScope(deadline=trio.current_time() + self.options.open_timeout)
         self._scopes[scope] = reading
         try:
-            with trio.move_on_after(self.options.open_timeout) as timeout, reading:
+            with reading:
                 if isinstance(stream, trio.SSLStream):
                     await stream.do_handshake()
                 while request is None:
                     request = parser.receive_data(await stream.receive_some(65536))
-            if reading.cancelled_caught:
+            if request is None and self._closing:
                 await self._answer(stream, error_response(503, "server shutting down\n"))
-                return
-            if timeout.cancelled_caught or request is None:
+                return None
+            if request is None:
                 logger.debug("opening handshake timed out")
-                return
+                return None
+            trailing = parser.trailing
+            del parser  # (this frame lives as long as the connection)
             scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
-            req = Request(request, scheme=scheme, client=peer_address(stream))
-            self._records[stream].request = req
+            record = self._records[stream]
+            req = Request(request, scheme=scheme, client=record.client)
+            record.request = req
             if self.process_request is not None and await self._process_request(stream, req):
-                return
+                return None
             key = validate_request(request)
         except HandshakeError as exc:
             await self._answer(stream, error_response(exc.status, exc.reason + "\n", exc.headers))
-            return
+            return None
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
-            return
+            return None
         req.client = client_address(req.client, req.headers, self.trusted_proxies)
         host = req.client[0] if req.client else "-"
         if (
@@ -275,19 +295,39 @@ class WebSocketServer:
                 stream,
                 error_response(429, "too many connections from this address\n", [("Retry-After", "1")]),
             )
-            return
+            return None
         self._per_client[host] += 1
+        self._records[stream].host = host
+        ws = None
         try:
-            await self._admit(stream, scope, parser, req, key)
+            ws = await self._admit(stream, scope, nursery, trailing, req, key)
         finally:
-            self._per_client[host] -= 1
-            if not self._per_client[host]:
-                del self._per_client[host]
+            if ws is None:
+                self._release_host(host)
+        return ws
+
+    def _release_host(self, host: str) -> None:
+        self._per_client[host] -= 1
+        if not self._per_client[host]:
+            del self._per_client[host]
+
+    def _release(self, ws: WebSocket, record: _Access, nursery: trio.Nursery) -> None:
+        """The handler is done: so is the connection."""
+        self.connections.discard(ws)
+        self._release_host(record.host)
+        if nursery.child_tasks:  # (cancel() is not free: it formats the task's repr)
+            nursery.cancel_scope.cancel()
 
     async def _admit(
-        self, stream: trio.abc.Stream, scope: trio.CancelScope, parser: RequestParser, req: Request, key: str
-    ) -> None:
-        """The server-wide checks, then the handler."""
+        self,
+        stream: trio.abc.Stream,
+        scope: trio.CancelScope,
+        nursery: trio.Nursery,
+        trailing: bytes,
+        req: Request,
+        key: str,
+    ) -> WebSocket | None:
+        """The server-wide checks; the WebSocket for the handler if they pass."""
         principal = backend = None
         if self.security is not None:
             try:
@@ -297,33 +337,24 @@ class WebSocketServer:
                 refusal = HTTPResponse(500, "internal server error\n")
             if refusal is not None:
                 await self._answer(stream, _http(refusal, req))
-                return
+                return None
         ws = WebSocket(stream, Role.SERVER, self.options, request=req, client=req.client)
         ws.supported_subprotocols = tuple(self.subprotocols)
         ws.user, ws.auth = principal, backend
         self._records[stream].ws = ws
         self._scopes[scope] = ws
-        async with trio.open_nursery() as nursery:
-
-            async def accept(ws: WebSocket, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
-                await self._accept(ws, req, key, subprotocol, headers, nursery, parser.trailing)
-
-            ws._accept_hook = accept
-            try:
-                await self._run_handler(ws)
-            finally:
-                self.connections.discard(ws)
-                nursery.cancel_scope.cancel()
+        ws._accept_hook = functools.partial(self._accept, req, key, nursery, trailing)
+        return ws
 
     async def _accept(
         self,
-        ws: WebSocket,
         request: Request,
         key: str,
-        subprotocol: str | None,
-        headers: list[tuple[str, str]],
         nursery: trio.Nursery,
         trailing: bytes,
+        ws: WebSocket,
+        subprotocol: str | None,
+        headers: list[tuple[str, str]],
     ) -> None:
         offered = request.subprotocols
         if subprotocol is None:
@@ -346,6 +377,8 @@ class WebSocketServer:
         ws.subprotocol = subprotocol
         ws.extensions = [] if extensions is None else [extensions]
         await ws._send_raw(response)
+        ws._accept_hook = None
+        request.headers.compact()  # kept for the whole connection: the bytes only
         ws._start(
             Connection(Role.SERVER, max_message_size=options.max_message_size, extension=deflate),
             nursery,
@@ -387,7 +420,7 @@ class WebSocketServer:
     async def _finish(ws: WebSocket) -> None:
         if ws.application_state is WebSocketState.CONNECTING:
             await ws.reject(403)  # the handler returned without accepting (the ASGI convention)
-        else:
+        elif not ws._closed_already():  # (then the closing handshake is over: nothing to wait for)
             await ws.close()
 
     # --------------------------------------------------------------- shutdown

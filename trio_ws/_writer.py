@@ -103,20 +103,23 @@ class FrameWriter:
         self._room: trio.Event | None = None  # set when pending falls to low_water
         self._flushed: trio.Event | None = None  # set when pending falls to zero
 
-    def write(self, data: bytes) -> None:
-        """Queue ``data`` (whole frames) to be written; never blocks."""
+    def write(self, data: bytes, *, start: bool = True) -> None:
+        """Queue ``data`` (whole frames) to be written; never blocks.
+
+        With ``start=False`` no writer task is started for it: the caller is about to call
+        :meth:`flushed`, which then writes it itself (a close reply costs no task)."""
         if self.broken:
             return
         self._frames.append(data)
         self.pending += len(data)
         if not self._direct:
-            self._wake()
+            self._wake(start)
 
-    def _wake(self) -> None:
+    def _wake(self, start: bool = True) -> None:
         if self._parked is not None:
             trio.lowlevel.reschedule(self._parked)
             self._parked = None
-        elif not self._running:
+        elif start and not self._running:
             self._running = True
             self._nursery.start_soon(self._run)
 
@@ -128,14 +131,19 @@ class FrameWriter:
         if self._frames or self._sending or self._direct or self.broken:
             self.write(data)
             return False
-        self._direct = True
         self.pending += len(data)
+        await self._send_direct(data)
+        return True
+
+    async def _send_direct(self, data: bytes) -> None:
+        """Write ``data`` (already counted in ``pending``) from the calling task."""
+        self._direct = True
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._direct = False
             self._break()
-            return True
+            return
         except BaseException:
             self._direct = False
             self._break()  # cancelled part-way: the stream may hold half a frame
@@ -145,7 +153,6 @@ class FrameWriter:
         self._wrote()
         if self._frames:  # queued meanwhile: the writer task takes over
             self._wake()
-        return True
 
     @property
     def full(self) -> bool:
@@ -160,7 +167,15 @@ class FrameWriter:
         resumed()
 
     async def flushed(self) -> None:
-        """Wait until everything queued is written (or the connection broke)."""
+        """Wait until everything queued is written (or the connection broke); what no task is
+        writing yet, the calling task writes itself."""
+        frames = self._frames
+        if frames and not (self._sending or self._direct or self.broken):
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            frames.clear()
+            await self._send_direct(data)  # a checkpoint
+            if not self.pending:
+                return
         while self.pending and not self.broken:
             if self._flushed is None:
                 self._flushed = trio.Event()

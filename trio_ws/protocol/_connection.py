@@ -100,6 +100,35 @@ class Connection:
     before, if it likes) and closes the stream.
     """
 
+    __slots__ = (
+        "_buf",
+        "_client",
+        "_decoder",
+        "_frame_fin",
+        "_frame_left",
+        "_frame_mask",
+        "_frame_offset",
+        "_msg_compressed",
+        "_msg_opcode",
+        "_msg_parts",
+        "_msg_size",
+        "_out",
+        "_send_opcode",
+        "_text_parts",
+        "bytes_received",
+        "bytes_sent",
+        "close_received",
+        "close_sent",
+        "end_of_stream",
+        "extension",
+        "failure",
+        "max_message_size",
+        "messages_received",
+        "messages_sent",
+        "role",
+        "state",
+    )
+
     def __init__(
         self,
         role: Role,

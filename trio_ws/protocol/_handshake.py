@@ -99,13 +99,14 @@ class _HeadParser:
 
     @staticmethod
     def _headers(lines: list[bytes], status: int) -> Headers:
-        items = []
+        items: list[tuple[bytes, bytes]] = []
+        match = _HEADER.fullmatch
         for line in lines:
-            m = _HEADER.fullmatch(line)
+            m = match(line)
             if m is None:
                 raise HandshakeError(status, "malformed header line")
             items.append((m[1], m[2]))
-        return Headers(items)
+        return Headers._parsed(b"\r\n".join(lines), tuple(items))
 
 
 class RequestParser(_HeadParser):

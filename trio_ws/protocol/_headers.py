@@ -10,6 +10,8 @@ __all__ = ["Headers", "check_header", "header_tokens"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# A header line a parser accepted: name, value without the optional whitespace around it.
+_HEADER_LINE = re.compile(rb"([^:]*):[ \t]*(.*?)[ \t]*", re.DOTALL)
 
 
 def _b(s: str | bytes) -> bytes:
@@ -34,41 +36,83 @@ def check_header(name: str | bytes, value: str | bytes) -> tuple[bytes, bytes]:
 class Headers(Mapping[str, str]):
     """Request or response headers, as received: immutable, names case-insensitive, each name may
     repeat. ``headers["x"]`` is the first value, ``getlist("x")`` all of them in order, ``raw`` the
-    ``(name, value)`` byte pairs as they came on the wire."""
+    ``(name, value)`` byte pairs as they came on the wire.
 
-    __slots__ = ("_index", "_raw")
+    Headers that came off the wire keep their block of bytes; the pairs and the case-insensitive
+    index are made from it when needed and may be dropped again (:meth:`compact`), so that an idle
+    connection holds its headers as one ``bytes`` object.
+    """
+
+    __slots__ = ("_block", "_index", "_raw")
 
     def __init__(self, raw: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
-        self._raw = tuple((_b(k), _b(v)) for k, v in raw)
-        index: dict[str, list[str]] = {}
-        for k, v in self._raw:
-            index.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
-        self._index = index
+        self._raw: tuple[tuple[bytes, bytes], ...] | None = tuple((_b(k), _b(v)) for k, v in raw)
+        self._block: bytes | None = None
+        self._index: dict[str, list[str]] | None = None
+
+    @classmethod
+    def _parsed(cls, block: bytes, raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
+        """Headers that a parser has checked: the header lines as received (CRLF-separated) and
+        their pairs."""
+        headers = cls.__new__(cls)
+        headers._block = block
+        headers._raw = raw
+        headers._index = None
+        return headers
+
+    @property
+    def _pairs(self) -> tuple[tuple[bytes, bytes], ...]:
+        raw = self._raw
+        if raw is None:
+            assert self._block is not None
+            pairs = []
+            for line in self._block.split(b"\r\n") if self._block else ():
+                m = _HEADER_LINE.fullmatch(line)
+                assert m is not None  # (checked by the parser already)
+                pairs.append((m[1], m[2]))
+            raw = self._raw = tuple(pairs)
+        return raw
+
+    @property
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for k, v in self._pairs:
+                index.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
+        return index
+
+    def compact(self) -> None:
+        """Drop what can be made again from the bytes received (the pairs, the lookup index): for
+        headers kept long."""
+        self._index = None
+        if self._block is not None:
+            self._raw = None
 
     @property
     def raw(self) -> tuple[tuple[bytes, bytes], ...]:
         """The headers as ``(name, value)`` byte pairs, in order, names in their original case."""
-        return self._raw
+        return self._pairs
 
     def __getitem__(self, name: str) -> str:
-        return self._index[name.lower()][0]
+        return self._lookup[name.lower()][0]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and name.lower() in self._lookup
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
+        return iter(self._lookup)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._lookup)
 
     def getlist(self, name: str) -> list[str]:
         """Every value of ``name``, in order; ``[]`` when absent."""
-        return list(self._index.get(name.lower(), ()))
+        return list(self._lookup.get(name.lower(), ()))
 
     def multi_items(self) -> list[tuple[str, str]]:
         """Every ``(lower-case name, value)`` pair, in order, repeats included."""
-        return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self._raw]
+        return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self._pairs]
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
