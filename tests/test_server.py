@@ -299,3 +299,70 @@ async def test_emfile_on_accept_is_logged_and_retried(caplog: pytest.LogCaptureF
             assert await ws.receive_text() == "served"
     assert listener.failures == 0
     assert any("accept failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_idle_connection_holds_one_reader_task_no_buffer_and_its_headers_as_bytes() -> None:
+    """What an idle connection keeps (issue 7's memory budget): the handler's task and the reader,
+    no writer task, no message buffer, the request headers only as their bytes; all of it still
+    works after, and the peer's close is answered without starting a writer task."""
+    seen: dict[str, Any] = {}
+    idle = trio.Event()
+    finished = trio.Event()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        idle.set()
+        try:
+            await ws.receive()
+        except WebSocketDisconnect as exc:
+            seen["code"] = exc.code
+        finally:
+            seen["writer started"] = ws._writer is not None and ws._writer._running
+            finished.set()
+
+    # (Keepalive pings off, as in the benchmark: with them, a keepalive task sleeps too.)
+    async with open_websocket_server(handler, "127.0.0.1", 0, ping_interval=None) as server:
+        async with open_websocket("127.0.0.1", server.port) as client:
+            await idle.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            (ws,) = server.connections
+            assert ws._writer is not None and not ws._writer._running
+            assert ws._queue._items is None and ws._backlog is None
+            assert ws.headers._raw is None and ws.headers._index is None
+            assert ws.nursery.child_tasks and len(ws.nursery.child_tasks) == 1  # the reader
+            assert ws.headers["host"] == f"127.0.0.1:{server.port}"
+            assert dict(ws.headers.raw)[b"Sec-WebSocket-Version"] == b"13"
+            await client.close()
+            assert client.close_code == CloseCode.NORMAL_CLOSURE  # our close was answered
+        await finished.wait()
+    assert seen == {"code": CloseCode.NORMAL_CLOSURE, "writer started": False}
+
+
+async def test_two_tasks_closing_at_once_both_return() -> None:
+    """close() waits for the reader on one event, made once, whoever comes first."""
+    returned = 0
+
+    async def handler(ws: WebSocket) -> None:
+        nonlocal returned
+        await ws.accept()
+
+        async def close() -> None:
+            nonlocal returned
+            start = trio.current_time()
+            await ws.close(CloseCode.GOING_AWAY)
+            # Not held up until close_timeout (5 s) by waiting on an event nobody sets.
+            if trio.current_time() - start < 2.5:
+                returned += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close)
+            nursery.start_soon(close)
+
+    async with (
+        open_websocket_server(handler, "127.0.0.1", 0, close_timeout=5) as server,
+        open_websocket("127.0.0.1", server.port) as client,
+    ):
+        with pytest.raises(WebSocketDisconnect) as info:
+            await client.receive()
+        assert info.value.code == CloseCode.GOING_AWAY
+    assert returned == 2
