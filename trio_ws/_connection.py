@@ -146,7 +146,7 @@ class WebSocket:
         # Held for the whole of a fragmented message, so that no other message gets in between.
         self._lock: trio.StrictFIFOLock | None = None  # made when first needed (see _write_lock)
         self._writer: FrameWriter | None = None
-        self._queue = MessageQueue[TextMessage | BytesMessage](options.max_queue)
+        self._queue: MessageQueue[TextMessage | BytesMessage] = MessageQueue(options.max_queue)
         self._queued_bytes = 0
         self._resume_reading: trio.Event | None = None
         self._drained: trio.Event | None = None

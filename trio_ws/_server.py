@@ -210,7 +210,8 @@ class WebSocketServer:
         """
         full = self.max_connections is not None and len(self._scopes) >= self.max_connections
         record = self._records[stream] = _Access(trio.current_time(), peer_address(stream))
-        self._idle = trio.Event()
+        if self._idle.is_set():
+            self._idle = trio.Event()
         try:
             # The connection's nursery; its scope is the shield, and what aclose() cancels.
             async with trio.open_nursery() as nursery:

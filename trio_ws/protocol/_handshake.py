@@ -259,17 +259,24 @@ def build_response(
     headers: Sequence[tuple[str | bytes, str | bytes]] = (),
 ) -> bytes:
     """The ``101 Switching Protocols`` response that accepts the request with ``key``."""
-    fields: list[tuple[str | bytes, str | bytes]] = [
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Accept", accept_key(key)),
-    ]
+    parts = [_SWITCHING, accept_key(key).encode("ascii"), b"\r\n"]
+    fields: list[tuple[str | bytes, str | bytes]] = []
     if subprotocol is not None:
         fields.append(("Sec-WebSocket-Protocol", subprotocol))
     if extensions:
         fields.append(("Sec-WebSocket-Extensions", extensions))
     fields.extend(headers)
-    return _head("HTTP/1.1 101 Switching Protocols", fields)
+    for name, value in fields:
+        bname, bvalue = check_header(name, value)
+        parts += [bname, b": ", bvalue, b"\r\n"]
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+_SWITCHING = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: "
+)
 
 
 def error_response(
