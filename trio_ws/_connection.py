@@ -20,6 +20,7 @@ import attrs
 import trio
 
 from ._exceptions import WebSocketDisconnect, check_close_reason
+from ._io import receive_some, send_all
 from ._limits import MessageMeter
 from ._options import WebSocketOptions, WebSocketState, answer_and_linger
 from ._queue import MessageQueue
@@ -282,7 +283,7 @@ class WebSocket:
     async def _send_raw(self, data: bytes) -> None:
         """Write under the lock held by the caller; a write cut short breaks the connection."""
         try:
-            await self.stream.send_all(data)
+            await send_all(self.stream, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._broken = True
             raise WebSocketDisconnect(CloseCode.ABNORMAL_CLOSURE, "connection lost") from None
@@ -397,14 +398,14 @@ class WebSocket:
                         break
                     if conn.state is ConnectionState.CLOSED:
                         break
-                data = await stream.receive_some(_RECEIVE_SIZE)
+                data = await receive_some(stream, _RECEIVE_SIZE)
                 if not data:
                     conn.receive_data(b"")
                     break
             if self.role is Role.CLIENT and not conn.end_of_stream:
                 # RFC 6455 §7.1.1: the server closes TCP first; wait for it, briefly.
                 with trio.move_on_after(self.options.close_timeout):
-                    while await stream.receive_some(_RECEIVE_SIZE):
+                    while await receive_some(stream, _RECEIVE_SIZE):
                         pass
         except (trio.BrokenResourceError, trio.ClosedResourceError, WebSocketDisconnect):
             self._stream_failed()
@@ -434,7 +435,7 @@ class WebSocket:
         assert conn is not None
         with trio.move_on_after(self.options.close_timeout):
             while conn.state is not ConnectionState.CLOSED:
-                data = await self.stream.receive_some(_RECEIVE_SIZE)
+                data = await receive_some(self.stream, _RECEIVE_SIZE)
                 if not data:
                     conn.receive_data(b"")
                     return
@@ -539,7 +540,7 @@ class WebSocket:
         assert conn is not None
         try:
             while self._backlog_bytes < self.options.queue_high_water:
-                data = await self.stream.receive_some(_RECEIVE_SIZE)
+                data = await receive_some(self.stream, _RECEIVE_SIZE)
                 if data:
                     self._process(data)
                     self._send_replies()

@@ -18,6 +18,7 @@ import trio
 from ._auth import AuthBackend, Guard
 from ._connection import WebSocket, WebSocketOptions, WebSocketState, answer_and_linger
 from ._exceptions import WebSocketClose, WebSocketDisconnect
+from ._io import receive_some
 from ._request import HTTPResponse, Request
 from ._security import RateLimit, SecurityPolicy, client_address, parse_networks
 from .protocol import (
@@ -265,7 +266,7 @@ class WebSocketServer:
                 if isinstance(stream, trio.SSLStream):
                     await stream.do_handshake()
                 while request is None:
-                    request = parser.receive_data(await stream.receive_some(65536))
+                    request = parser.receive_data(await receive_some(stream, 65536))
             if request is None and self._closing:
                 await self._answer(stream, error_response(503, "server shutting down\n"))
                 return None

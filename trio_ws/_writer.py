@@ -17,6 +17,8 @@ from typing import final
 
 import trio
 
+from ._io import send_all
+
 __all__ = ["FrameWriter", "checkpoint", "resumed"]
 
 #: How long a task may run through our calls without yielding to the scheduler.
@@ -139,7 +141,7 @@ class FrameWriter:
         """Write ``data`` (already counted in ``pending``) from the calling task."""
         self._direct = True
         try:
-            await self._stream.send_all(data)
+            await send_all(self._stream, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._direct = False
             self._break()
@@ -193,7 +195,7 @@ class FrameWriter:
             frames.clear()
             self._sending = True
             try:
-                await self._stream.send_all(data)
+                await send_all(self._stream, data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._break()
                 return

@@ -81,6 +81,14 @@ class _HeadParser:
         self.trailing = b""
 
     def _feed(self, data: bytes | bytearray) -> list[bytes] | None:
+        if not self._buf and isinstance(data, bytes):  # usually the whole head comes in one read
+            end = data.find(b"\r\n\r\n")
+            if end >= 0 and end + 4 <= self.max_size:
+                lines = data[:end].split(b"\r\n")
+                if len(lines) - 1 > self.max_headers:
+                    raise HandshakeError(431, "too many request headers")
+                self.trailing = data[end + 4 :]
+                return lines
         start = max(0, len(self._buf) - 3)
         self._buf += data
         end = self._buf.find(b"\r\n\r\n", start)
@@ -274,8 +282,7 @@ def build_response(
 
 
 _SWITCHING = (
-    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Accept: "
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
 )
 
 
