@@ -127,3 +127,34 @@ async def test_a_second_waiter_is_refused() -> None:
         with pytest.raises(trio.BusyResourceError):
             await q.wait()
         q.close()
+
+
+async def test_a_put_that_waited_makes_no_second_round_trip() -> None:
+    """Each put into a full queue costs the putter one scheduler round trip (the wait), not two."""
+    q = MessageQueue[int](1)
+    steps: list[str] = []
+
+    class Steps(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            steps.append(task.name.rsplit(".", 1)[-1])
+
+    async def putter() -> None:
+        for i in range(10):
+            await q.put(i)
+
+    got: list[int] = []
+
+    async def getter() -> None:
+        while len(got) < 10:
+            try:
+                got.append(q.get_nowait())
+            except trio.WouldBlock:
+                await q.wait()
+
+    trio.lowlevel.add_instrument(Steps())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(putter)
+        nursery.start_soon(getter)
+    assert got == list(range(10))
+    # One step to start, one for the first put (a checkpoint), then one per wait for room.
+    assert steps.count("putter") <= 12, steps

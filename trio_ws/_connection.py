@@ -528,8 +528,12 @@ class WebSocket:
     async def _deliver_waiting(self) -> None:
         backlog = self._backlog
         assert backlog is not None
+        queue = self._queue
         while backlog and not self._draining:
-            await self._queue.put(backlog[0])  # cancelled, it queues nothing
+            if len(queue) < queue.size:  # room: no scheduler round trip per message
+                queue.put_nowait(backlog[0])
+            else:
+                await queue.put(backlog[0])  # cancelled, it queues nothing
             self._enqueued(backlog.popleft())
         while self._queued_bytes > self.options.queue_high_water and not self._draining:
             self._resume_reading = trio.Event()

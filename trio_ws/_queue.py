@@ -54,16 +54,20 @@ class MessageQueue(Generic[T]):
             raise trio.WouldBlock
 
     async def put(self, item: T) -> None:
-        """Queue ``item``, waiting for room. Cancelled, it has queued nothing."""
+        """Queue ``item``, waiting for room. Cancelled, it has queued nothing. A checkpoint (one
+        scheduler round trip at most: none more once it has waited)."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while True:
             try:
                 self.put_nowait(item)
             except trio.WouldBlock:
                 pass
             else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return
+            waited = True
             if self._putter is not None:
                 raise trio.BusyResourceError("another task is already putting into this queue")
             self._putter = trio.lowlevel.current_task()
