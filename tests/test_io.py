@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_ws._io import receive_some, send_all
+from trio_ws._io import close_socket, receive_some, send_all
 
 
 async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
@@ -76,3 +76,16 @@ async def test_other_streams_use_their_own_methods() -> None:
     await left.aclose()
     with pytest.raises(trio.ClosedResourceError):
         await send_all(left, b"x")
+
+
+async def test_close_socket_closes_a_tcp_stream_at_once_and_leaves_others_to_aclose() -> None:
+    client, server = await tcp_pair()
+    assert close_socket(server)  # synchronous: no checkpoint
+    assert server.socket.fileno() == -1
+    assert await receive_some(client, 10) == b""  # the peer sees the end of the stream
+    await server.aclose()  # closing again is fine
+    await client.aclose()
+    left, right = trio.testing.memory_stream_pair()
+    assert not close_socket(left)
+    await left.aclose()
+    await right.aclose()

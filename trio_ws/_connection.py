@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from ._exceptions import WebSocketDisconnect, check_close_reason
-from ._io import receive_some, send_all
+from ._io import close_socket, receive_some, send_all
 from ._limits import MessageMeter
 from ._options import WebSocketOptions, WebSocketState, answer_and_linger
 from ._queue import MessageQueue
@@ -423,8 +423,9 @@ class WebSocket:
             # What is queued goes first, then a polite close (TLS close_notify), bounded;
             # cancelled, it closes forcefully.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + self.options.close_timeout):
-                await self._flushed()
-                await stream.aclose()
+                await self._flushed()  # (a checkpoint)
+                if not close_socket(stream):
+                    await stream.aclose()
                 self._stream_closed = True
 
     async def _await_peer_close(self) -> None:

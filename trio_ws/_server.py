@@ -213,6 +213,7 @@ class WebSocketServer:
         record = self._records[stream] = _Access(trio.current_time(), peer_address(stream))
         if self._idle.is_set():
             self._idle = trio.Event()
+        scope: trio.CancelScope | None = None
         try:
             # The connection's nursery; its scope is the shield, and what aclose() cancels.
             async with trio.open_nursery() as nursery:
@@ -233,7 +234,8 @@ class WebSocketServer:
         except Exception:  # (the handler's own errors are dealt with in _run_handler)
             logger.exception("connection failed")
         finally:
-            self._scopes.pop(scope, None)
+            if scope is not None:
+                self._scopes.pop(scope, None)
             del self._records[stream]
             if not self._scopes:
                 self._idle.set()
