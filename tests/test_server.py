@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from helpers import frame
 
 from trio_ws import (
     CloseCode,
@@ -366,3 +367,50 @@ async def test_two_tasks_closing_at_once_both_return() -> None:
             await client.receive()
         assert info.value.code == CloseCode.GOING_AWAY
     assert returned == 2
+
+
+async def test_a_connection_that_opens_and_closes_costs_few_task_steps() -> None:
+    """The handshake budget (issue 7) in scheduler terms: a connection opened and closed without a
+    message costs the server at most nine task steps (accept, request, 101, the reader's read, its
+    close reply, the handler's wake-up, the nursery's end...), and two tasks. Fifteen steps and three
+    tasks before the work on it."""
+    names = ("serve_stream", "_reader", "_accept_loop", "_run", "_keepalive")
+    steps = 0
+    spawned = 0
+
+    class Count(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            nonlocal steps
+            steps += task.name.endswith(names)
+
+        def task_spawned(self, task: trio.lowlevel.Task) -> None:
+            nonlocal spawned
+            spawned += task.name.endswith(names)
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        async for _ in ws.iter_bytes():
+            pass
+
+    n = 20
+    async with open_websocket_server(handler, "127.0.0.1", 0, ping_interval=None) as server:
+        await trio.testing.wait_all_tasks_blocked()  # (the accept loop is running)
+        count = Count()
+        trio.lowlevel.add_instrument(count)
+        for _ in range(n):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(build_request("x", "/")[0])
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive_some()
+            assert head.startswith(b"HTTP/1.1 101")
+            await stream.send_all(frame(0x8, b"\x03\xe8"))
+            reply = b""
+            while chunk := await stream.receive_some():
+                reply += chunk
+            assert reply == b"\x88\x02\x03\xe8"  # the close reply, then the server closed TCP
+            await stream.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.remove_instrument(count)
+    assert spawned == 2 * n
+    assert steps <= 9 * n, steps / n
