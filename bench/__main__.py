@@ -19,24 +19,15 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from trio_ws.protocol import encode_frame
-
-from .bench_echo import close, echo_run, handshake, start_server
+from .bench_echo import close, echo_run, frames, handshake, start_server, take_echoes
 from .bench_memory import measure as measure_memory
 
 SERVERS = ["trio_ws", "trio-websocket", "websockets-trio", "websockets-asyncio"]
-MASK = b"\x01\x02\x03\x04"
-
-
-def frames(size: int) -> tuple[bytes, bytes]:
-    payload = bytes(i % 251 for i in range(size))
-    return encode_frame(0x2, payload, mask=MASK), encode_frame(0x2, payload)
 
 
 def many_connections(port: int, size: int, connections: int, in_flight: int, seconds: float) -> float:
     """Messages/s over ``connections`` connections, each with ``in_flight`` messages outstanding."""
     frame, expected = frames(size)
-    n = len(expected)
     socks = [handshake(port)[0] for _ in range(connections)]
     selector = selectors.DefaultSelector()
     received: dict[socket.socket, bytearray] = {}
@@ -54,11 +45,8 @@ def many_connections(port: int, size: int, connections: int, in_flight: int, sec
             sock = cast(socket.socket, key.fileobj)
             buf = received[sock]
             buf += sock.recv(1 << 20)
-            complete = len(buf) // n
+            complete = take_echoes(buf, expected)
             if complete:
-                if buf[: complete * n] != expected * complete:
-                    raise RuntimeError("echo mismatch")
-                del buf[: complete * n]
                 done += complete
                 outstanding -= complete
                 if time.perf_counter() < deadline:

@@ -78,13 +78,27 @@ def close(sock: socket.socket) -> None:
     sock.close()
 
 
+def frames(size: int) -> tuple[bytes, bytes]:
+    """A masked binary frame of ``size`` bytes, and its echo as the server sends it (unmasked)."""
+    payload = bytes(i % 251 for i in range(size))
+    return encode_frame(0x2, payload, mask=b"\x01\x02\x03\x04"), encode_frame(0x2, payload)
+
+
+def take_echoes(buf: bytearray, expected: bytes) -> int:
+    """Remove the complete echoes at the start of ``buf``, checking every byte; return how many."""
+    n = len(expected)
+    complete = len(buf) // n
+    if complete:
+        if buf[: complete * n] != expected * complete:
+            raise RuntimeError("echo mismatch")
+        del buf[: complete * n]
+    return complete
+
+
 def echo_run(port: int, size: int, in_flight: int, seconds: float) -> tuple[float, float]:
     """Messages/s for one connection with ``in_flight`` messages outstanding; and client CPU s."""
     sock, _ = handshake(port)
-    payload = bytes(i % 251 for i in range(size))
-    frame = encode_frame(0x2, payload, mask=b"\x01\x02\x03\x04")
-    expected = encode_frame(0x2, payload)  # what the server sends back: unmasked
-    n = len(expected)
+    frame, expected = frames(size)
     sock.sendall(frame * in_flight)
     sent, done = in_flight, 0
     buf = bytearray()
@@ -96,11 +110,8 @@ def echo_run(port: int, size: int, in_flight: int, seconds: float) -> tuple[floa
         if not chunk:
             raise RuntimeError("server closed the connection")
         buf += chunk
-        complete = len(buf) // n
+        complete = take_echoes(buf, expected)
         if complete:
-            if buf[: complete * n] != expected * complete:
-                raise RuntimeError("echo mismatch")
-            del buf[: complete * n]
             done += complete
             if time.perf_counter() < deadline:
                 sock.sendall(frame * complete)

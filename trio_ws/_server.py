@@ -301,7 +301,7 @@ class WebSocketServer:
             )
             return None
         self._per_client[host] += 1
-        self._records[stream].host = host
+        record.host = host
         ws = None
         try:
             ws = await self._admit(stream, scope, nursery, trailing, req, key)

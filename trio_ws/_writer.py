@@ -19,7 +19,7 @@ import trio
 
 from ._io import send_all
 
-__all__ = ["FrameWriter", "checkpoint", "resumed"]
+__all__ = ["FrameWriter", "checkpoint", "resumed", "yield_if_due"]
 
 #: How long a task may run through our calls without yielding to the scheduler.
 SLICE = 0.001
@@ -141,20 +141,25 @@ class FrameWriter:
         """Write ``data`` (already counted in ``pending``) from the calling task."""
         self._direct = True
         try:
+            written = await self._write(data)
+        finally:
+            self._direct = False
+        if written and self._frames:  # queued meanwhile: the writer task takes over
+            self._wake()
+
+    async def _write(self, data: bytes) -> bool:
+        """Write ``data`` (counted in ``pending``); ``False`` if the stream broke (queue dropped)."""
+        try:
             await send_all(self._stream, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._direct = False
             self._break()
-            return
+            return False
         except BaseException:
-            self._direct = False
             self._break()  # cancelled part-way: the stream may hold half a frame
             raise
-        self._direct = False
         self.pending -= len(data)
         self._wrote()
-        if self._frames:  # queued meanwhile: the writer task takes over
-            self._wake()
+        return True
 
     @property
     def full(self) -> bool:
@@ -195,17 +200,11 @@ class FrameWriter:
             frames.clear()
             self._sending = True
             try:
-                await send_all(self._stream, data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._break()
-                return
-            except BaseException:
-                self._break()  # cancelled part-way: the stream may hold half a frame
-                raise
+                written = await self._write(data)
             finally:
                 self._sending = False
-            self.pending -= len(data)
-            self._wrote()
+            if not written:
+                return
 
     def _abort(self, _: object) -> trio.lowlevel.Abort:
         self._parked = None

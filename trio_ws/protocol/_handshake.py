@@ -13,7 +13,7 @@ from http import HTTPStatus
 import attrs
 
 from ._errors import HandshakeError
-from ._headers import Headers, check_header, header_tokens, is_token
+from ._headers import HEADER_LINE, Headers, check_header, header_tokens, is_token
 
 __all__ = [
     "ExtensionOffer",
@@ -36,7 +36,6 @@ MAX_HEADERS = 128
 
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d)\.(\d)")
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
-_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
 _EXT_PARAM = re.compile(r'\s*([^\s=;,"]+)\s*(?:=\s*(?:([^\s;,"]+)|"([^"\\]*)"))?\s*')
 
 ExtensionOffer = tuple[str, list[tuple[str, str | None]]]
@@ -108,7 +107,7 @@ class _HeadParser:
     @staticmethod
     def _headers(lines: list[bytes], status: int) -> Headers:
         items: list[tuple[bytes, bytes]] = []
-        match = _HEADER.fullmatch
+        match = HEADER_LINE.fullmatch
         for line in lines:
             m = match(line)
             if m is None:

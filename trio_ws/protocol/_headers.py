@@ -10,8 +10,9 @@ __all__ = ["Headers", "check_header", "header_tokens"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# A header line a parser accepted: name, value without the optional whitespace around it.
-_HEADER_LINE = re.compile(rb"([^:]*):[ \t]*(.*?)[ \t]*", re.DOTALL)
+#: One header line: a token name, and the value without the optional whitespace around it; no
+#: control characters but HTAB (the parsers refuse a line that does not match).
+HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
 
 
 def _b(s: str | bytes) -> bytes:
@@ -67,7 +68,7 @@ class Headers(Mapping[str, str]):
             assert self._block is not None
             pairs = []
             for line in self._block.split(b"\r\n") if self._block else ():
-                m = _HEADER_LINE.fullmatch(line)
+                m = HEADER_LINE.fullmatch(line)
                 assert m is not None  # (checked by the parser already)
                 pairs.append((m[1], m[2]))
             raw = self._raw = tuple(pairs)
