@@ -210,19 +210,19 @@ async def test_one_frame_is_encoded_for_every_uncompressed_member() -> None:
     ):
         for ws in (one, two):
             assert await ws.receive_text() == "joined"
-        original = WebSocket._send_prepared_now  # what the hub's sender tasks call
+        original = WebSocket.send_prepared  # what the hub's sender tasks call
 
-        async def spy(self: WebSocket, message: Any) -> None:
+        async def spy(self: WebSocket, message: Any, *, direct: bool = False) -> None:
             seen.append(message.frame)
-            await original(self, message)
+            await original(self, message, direct=direct)
 
-        WebSocket._send_prepared_now = spy  # type: ignore[method-assign]
+        WebSocket.send_prepared = spy  # type: ignore[method-assign,assignment]
         try:
             await hub.publish("f", {"n": 1})
             assert await one.receive_json() == {"n": 1}
             assert await two.receive_json() == {"n": 1}
         finally:
-            WebSocket._send_prepared_now = original  # type: ignore[method-assign]
+            WebSocket.send_prepared = original  # type: ignore[method-assign]
     assert len(seen) == 2
     assert seen[0] is seen[1]  # the same bytes object: encoded once
 

@@ -369,7 +369,7 @@ async def test_peer_close_completes_while_the_handler_is_not_reading(
 
     async def busy(ws: WebSocket) -> None:
         await ws.accept()
-        await trio.sleep(100)  # not reading
+        await trio.sleep(4)  # not reading (for less than close_timeout: then it would be cancelled)
         outcome.append(await ws.receive_text())
         with pytest.raises(WebSocketDisconnect) as info:
             await ws.send_text("too late")
@@ -383,13 +383,13 @@ async def test_peer_close_completes_while_the_handler_is_not_reading(
     assert outcome == [True, "before close", 4002]
 
 
-@pytest.mark.parametrize(("handler_sleeps", "expected_messages"), [(2, 50), (20, 2)])
+@pytest.mark.parametrize(("handler_sleeps", "expected_messages"), [(2, 50), (20, 0)])
 async def test_peer_close_behind_a_full_queue_completes_within_close_timeout(
     autojump_clock: trio.testing.MockClock, handler_sleeps: float, expected_messages: int
 ) -> None:
     """The queue (2 messages) is full and the handler is not reading: the reader reads ahead, sees
     the peer's close and answers it at once. A handler that wakes within close_timeout still gets
-    every message; one that wakes later gets what was queued, and the rest is dropped."""
+    every message; one that is still asleep close_timeout after the close is cancelled."""
     received: list[str] = []
     codes: list[int] = []
 
@@ -410,7 +410,7 @@ async def test_peer_close_behind_a_full_queue_completes_within_close_timeout(
         assert trio.current_time() - start < 1  # answered at once, not after the handler
     assert client.close_code == 1000
     assert received == [str(i) for i in range(expected_messages)]
-    assert codes == [1000]
+    assert codes == ([1000] if expected_messages else [])
 
 
 async def test_send_to_a_peer_that_stops_reading_waits_and_cancels_cleanly(

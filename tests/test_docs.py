@@ -41,7 +41,7 @@ def test_every_public_name_and_its_public_members_have_docstrings(name: str) -> 
 
 def test_type_aliases_have_docstrings() -> None:
     found = set()
-    for path in (ROOT / "trio_ws").glob("*.py"):
+    for path in (ROOT / "trio_ws").rglob("*.py"):
         body = ast.parse(path.read_text()).body
         for node, following in itertools.pairwise(body):
             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):

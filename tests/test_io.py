@@ -1,4 +1,5 @@
-"""The short path for plain TCP (trio_ws._io): same results and same errors as the stream's methods."""
+"""The short path for plain TCP (trio_ws.connection._io): same results and same errors as the
+stream's methods."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_ws._io import close_socket, receive_some, send_all
+from trio_ws.connection._io import close_socket, receive_some, send_all
 
 
 async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:

@@ -142,8 +142,12 @@ def test_events_before_a_failure_are_returned() -> None:
     events = conn.receive_data(frame(TEXT, b"ok") + frame(TEXT, b"x", rsv=2) + frame(TEXT, b"y"))
     assert events == [TextMessage("ok")]
     assert conn.failure is not None and conn.failure.code == 1002
-    assert conn.state is ConnectionState.OPEN  # the edge sends the close frame
+    assert conn.state is ConnectionState.FAILED  # the edge sends the close frame
+    assert not conn.may_close_transport
     assert conn.send_close(1002, "bad") == encode_frame(CLOSE, b"\x03\xeabad")
+    state: ConnectionState = conn.state
+    assert state is ConnectionState.CLOSED  # no reply is awaited after a failure
+    assert conn.may_close_transport
 
 
 def test_peer_initiated_close_is_answered_and_ends_parsing() -> None:

@@ -1,4 +1,4 @@
-"""The bounded queue between a connection's reader and its handler (trio_ws._queue)."""
+"""The bounded queue between a connection's reader and its handler (trio_ws.connection._queue)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_ws._queue import MessageQueue
+from trio_ws.connection._queue import MessageQueue
 
 
 def test_fifo_bounded_and_the_buffer_goes_when_empty() -> None:

@@ -135,11 +135,9 @@ async def test_flooding_a_handler_that_never_reads_keeps_memory_bounded() -> Non
             await trio.testing.wait_all_tasks_blocked(cushion=0.2)
             server_ws = connections[0]
             assert sent < limit
-            assert server_ws._queued_bytes <= 256 * 1024 + len(message)
-            # Read-ahead (to see a close frame) is bounded too: high water + one read.
-            assert server_ws._backlog_bytes <= 256 * 1024 + 65536 + len(message)
-            queued = len(server_ws._queue)
-            assert queued <= 4
+            # The queue (high water + one message) and the read-ahead (to see a close frame: high
+            # water + one read) are bounded.
+            assert server_ws.pending_messages <= 4 + 256 * 1024 // len(message) + 2
             # Backpressure holds: what is buffered is the queue plus the kernel's socket buffers.
             assert sent < 64 * 2**20
             nursery.cancel_scope.cancel()
@@ -285,7 +283,7 @@ class _FlakyListener(trio.abc.Listener[trio.abc.Stream]):
 
 
 async def test_emfile_on_accept_is_logged_and_retried(caplog: pytest.LogCaptureFixture) -> None:
-    from trio_ws._client import _run_client, connect_websocket
+    from trio_ws.client import connect_websocket, run_client
 
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
@@ -295,8 +293,8 @@ async def test_emfile_on_accept_is_logged_and_retried(caplog: pytest.LogCaptureF
     async with open_websocket_server(handler, listeners=[listener]) as server:
         client_side, server_side = trio.testing.memory_stream_pair()
         await listener.clients.send(server_side)
-        ws, conn, trailing = await connect_websocket(client_side, "x", "/", server.options)
-        async with _run_client(ws, conn, trailing):
+        handshake = await connect_websocket(client_side, "x", "/", server.options)
+        async with run_client(handshake) as ws:
             assert await ws.receive_text() == "served"
     assert listener.failures == 0
     assert any("accept failed" in r.getMessage() for r in caplog.records)
@@ -318,7 +316,7 @@ async def test_an_idle_connection_holds_one_reader_task_no_buffer_and_its_header
         except WebSocketDisconnect as exc:
             seen["code"] = exc.code
         finally:
-            seen["writer started"] = ws._writer is not None and ws._writer._running
+            seen["tasks"] = len(ws.nursery.child_tasks)  # the reader only: no writer task
             finished.set()
 
     # (Keepalive pings off, as in the benchmark: with them, a keepalive task sleeps too.)
@@ -327,8 +325,7 @@ async def test_an_idle_connection_holds_one_reader_task_no_buffer_and_its_header
             await idle.wait()
             await trio.testing.wait_all_tasks_blocked()
             (ws,) = server.connections
-            assert ws._writer is not None and not ws._writer._running
-            assert ws._queue._items is None and ws._backlog is None
+            assert ws.pending_messages == 0 and ws.buffered_amount == 0
             assert ws.headers._raw is None and ws.headers._index is None
             assert ws.nursery.child_tasks and len(ws.nursery.child_tasks) == 1  # the reader
             assert ws.headers["host"] == f"127.0.0.1:{server.port}"
@@ -336,7 +333,7 @@ async def test_an_idle_connection_holds_one_reader_task_no_buffer_and_its_header
             await client.close()
             assert client.close_code == CloseCode.NORMAL_CLOSURE  # our close was answered
         await finished.wait()
-    assert seen == {"code": CloseCode.NORMAL_CLOSURE, "writer started": False}
+    assert seen == {"code": CloseCode.NORMAL_CLOSURE, "tasks": 1}
 
 
 async def test_two_tasks_closing_at_once_both_return() -> None:

@@ -14,9 +14,9 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-import trio_ws._writer
+import trio_ws.connection._pacing as pacing
 from trio_ws import WebSocket, WebSocketOptions, WebSocketServer
-from trio_ws._client import _run_client, connect_websocket
+from trio_ws.client import connect_websocket, run_client
 from trio_ws.protocol import SPEEDUPS, PreparedMessage, apply_mask
 from trio_ws.protocol._frames import py_apply_mask
 from trio_ws.testing import open_test_client
@@ -51,8 +51,8 @@ def test_c_unmasking_of_a_large_buffer() -> None:
 def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Replace the slice clock: the test moves it by hand (a list of one float)."""
     now = [0.0]
-    monkeypatch.setattr(trio_ws._writer, "_clock", lambda: now[0])
-    monkeypatch.setattr(trio_ws._writer._last, "at", 0.0)
+    monkeypatch.setattr(pacing, "clock", lambda: now[0])
+    monkeypatch.setattr(pacing.last_yield, "at", 0.0)
     return now
 
 
@@ -81,10 +81,8 @@ async def test_sends_between_two_yields_go_out_in_one_write(frozen_clock: list[f
     server_side.send_stream.send_all_hook = counting_pump
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve_stream, server_side)
-        ws, conn, trailing = await connect_websocket(
-            client_side, "test", "/", WebSocketOptions(ping_interval=None)
-        )
-        async with _run_client(ws, conn, trailing) as client:
+        handshake = await connect_websocket(client_side, "test", "/", WebSocketOptions(ping_interval=None))
+        async with run_client(handshake) as client:
             writes.clear()  # the handshake's answer
             go.set()
             received = [await client.receive_text() for _ in range(100)]
@@ -95,13 +93,13 @@ async def test_sends_between_two_yields_go_out_in_one_write(frozen_clock: list[f
 
 def test_the_slice_is_kept_per_thread() -> None:
     """Two trio loops in two threads: a recent yield in one says nothing about the other."""
-    trio_ws._writer.resumed()
+    pacing.note_resumed()
     seen: list[float] = []
-    thread = threading.Thread(target=lambda: seen.append(trio_ws._writer._last.at))
+    thread = threading.Thread(target=lambda: seen.append(pacing.last_yield.at))
     thread.start()
     thread.join()
     assert seen == [0.0]
-    assert trio_ws._writer._last.at > 0.0
+    assert pacing.last_yield.at > 0.0
 
 
 async def test_a_send_or_receive_in_a_cancelled_scope_does_nothing(frozen_clock: list[float]) -> None:
@@ -113,7 +111,7 @@ async def test_a_send_or_receive_in_a_cancelled_scope_does_nothing(frozen_clock:
         await ws.accept()
         await ws.send_text("ready")
         await trio.testing.wait_all_tasks_blocked()  # the client sent "kept"; the reader queued it
-        assert len(ws._queue) == 1
+        assert ws.pending_messages == 1
         with trio.CancelScope() as scope:
             scope.cancel()
             await ws.send_text("cancelled")
@@ -147,14 +145,14 @@ async def test_a_handler_that_never_waits_still_lets_other_tasks_run(frozen_cloc
         await ws.accept()
         await ws.send_text("ready")
         await trio.testing.wait_all_tasks_blocked()  # the client sent 1000; the reader queued them
-        assert len(ws._queue) == 1000
+        assert ws.pending_messages == 1000
         async with trio.open_nursery() as nursery:
             nursery.start_soon(other)
             await trio.lowlevel.checkpoint()
             start = ticks
             for _ in range(1000):
                 await ws.receive_text()
-                frozen_clock[0] += trio_ws._writer.SLICE / 10  # ten calls per slice
+                frozen_clock[0] += pacing.SLICE / 10  # ten calls per slice
             counts.append(ticks - start)
             nursery.cancel_scope.cancel()
         await ws.send_text("done")
@@ -188,7 +186,7 @@ async def test_direct_writes_and_queued_frames_keep_each_senders_order() -> None
 
         async def direct() -> None:
             for i in range(50):
-                await ws._send_prepared_now(PreparedMessage(f"d{i}"))
+                await ws.send_prepared(PreparedMessage(f"d{i}"), direct=True)
 
         async def queued() -> None:
             for i in range(50):

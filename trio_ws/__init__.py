@@ -2,29 +2,47 @@
 
 import logging
 
-from ._auth import (
+from ._cli import main as run_cli
+from .app import (
     APIKey,
     AuthBackend,
     BearerToken,
+    BroadcastBackend,
     Guard,
     HasPermission,
     HTTPBasic,
+    Hub,
+    HubStats,
     IsAdminUser,
     IsAuthenticated,
     JWTAuth,
+    Overflow,
+    RateLimit,
+    RedisBackend,
+    Route,
+    Router,
+    open_websocket_server,
+    origin_allowed,
+    serve_websocket,
 )
-from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
-from ._cli import main as run_cli
-from ._client import open_websocket, open_websocket_url
-from ._connection import WebSocket, WebSocketOptions, WebSocketState
-from ._exceptions import ConnectionClosed, HandshakeRejected, WebSocketClose, WebSocketDisconnect
-from ._limits import MessageLimit
-from ._redis import RedisBackend
-from ._request import URL, HTTPResponse, QueryParams, Request
-from ._routing import Route, Router
-from ._security import RateLimit, origin_allowed
-from ._server import Handler, ProcessRequest, WebSocketServer, open_websocket_server, serve_websocket
+from .client import open_websocket, open_websocket_url
+from .connection import (
+    URL,
+    ConnectionClosed,
+    Handler,
+    HandshakeRejected,
+    HTTPResponse,
+    MessageLimit,
+    QueryParams,
+    Request,
+    WebSocket,
+    WebSocketClose,
+    WebSocketDisconnect,
+    WebSocketOptions,
+    WebSocketState,
+)
 from .protocol import CloseCode, DeflateOptions, Headers
+from .server import ProcessRequest, WebSocketServer
 
 __version__ = "0.1.0.dev0"
 

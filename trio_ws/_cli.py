@@ -22,7 +22,8 @@ from typing import Any, NoReturn
 
 import trio
 
-from ._server import Handler, open_websocket_server
+from .app import open_websocket_server
+from .connection import Handler
 
 __all__ = ["main"]
 

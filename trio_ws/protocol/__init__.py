@@ -25,6 +25,7 @@ from ._handshake import (
     validate_response,
 )
 from ._headers import Headers, check_header
+from ._negotiation import choose_subprotocol
 
 __all__ = [
     "BytesMessage",
@@ -58,6 +59,7 @@ __all__ = [
     "build_request",
     "build_response",
     "check_header",
+    "choose_subprotocol",
     "deflate_offer",
     "encode_frame",
     "error_response",

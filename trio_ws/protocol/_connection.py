@@ -27,11 +27,15 @@ __all__ = ["Connection", "ConnectionState", "PreparedMessage", "Role"]
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
-_TEXT: Final = 0x1
-_BINARY: Final = 0x2
-_CLOSE: Final = 0x8
-_PING: Final = 0x9
-_PONG: Final = 0xA
+# Plain ints of the opcodes defined in ``_frames.Opcode``, for the hot path's comparisons.
+_TEXT: Final = int(Opcode.TEXT)
+_BINARY: Final = int(Opcode.BINARY)
+_CLOSE: Final = int(Opcode.CLOSE)
+_PING: Final = int(Opcode.PING)
+_PONG: Final = int(Opcode.PONG)
+#: A message may come in at most ``max_message_size // MIN_FRAME_BYTES`` frames (64 at the least):
+#: a message of a million empty or one-byte fragments is refused (1009) like one that is too big.
+MIN_FRAME_BYTES: Final = 16
 
 
 class PreparedMessage:
@@ -71,7 +75,9 @@ class ConnectionState(enum.Enum):
 
     OPEN = "open"  #: messages flow both ways
     CLOSING = "closing"  #: this side sent its close frame and waits for the peer's
-    CLOSED = "closed"  #: handshake complete, connection failed, or the stream ended
+    FAILED = "failed"  #: the peer broke the protocol (§7.1.7): what it sends is discarded; this side
+    #: may still answer the messages that came before, then sends its close frame and closes TCP
+    CLOSED = "closed"  #: handshake complete, connection failed and its close frame sent, or the stream ended
 
 
 _S = ConnectionState
@@ -80,8 +86,12 @@ _TRANSITIONS: Final[dict[tuple[ConnectionState, str], ConnectionState]] = {
     (_S.OPEN, "send_close"): _S.CLOSING,
     (_S.OPEN, "receive_close"): _S.CLOSED,  # the reply is queued at once
     (_S.CLOSING, "receive_close"): _S.CLOSED,
+    (_S.OPEN, "fail"): _S.FAILED,
+    (_S.CLOSING, "fail"): _S.FAILED,
+    (_S.FAILED, "send_close"): _S.CLOSED,  # the close frame that fails it: no reply is awaited
     (_S.OPEN, "end_of_stream"): _S.CLOSED,
     (_S.CLOSING, "end_of_stream"): _S.CLOSED,
+    (_S.FAILED, "end_of_stream"): _S.CLOSED,
     (_S.CLOSED, "end_of_stream"): _S.CLOSED,
 }
 
@@ -94,10 +104,13 @@ class Connection:
     RSV1 extension, if any.
 
     A protocol violation by the peer never raises from :meth:`receive_data`: the events before it are
-    returned, the violation is recorded in :attr:`failure` (a :class:`ProtocolError` with the close
-    code to use), and every byte after it is discarded (RFC 6455 §7.1.7). The edge then fails the
-    connection: ``send_close(failure.code, failure.reason)`` (after answering the messages that came
-    before, if it likes) and closes the stream.
+    returned, the state becomes ``FAILED``, the violation is recorded in :attr:`failure` (a
+    :class:`ProtocolError` with the close code to use), and every byte after it is discarded (RFC 6455
+    §7.1.7). The edge then fails the connection: ``send_close(failure.code, failure.reason)`` (after
+    answering the messages that came before, if it likes) and closes the stream.
+
+    When the state is ``CLOSED``, :attr:`may_close_transport` says whether this side closes the TCP
+    connection now or first waits (bounded) for the peer to close it.
     """
 
     __slots__ = (
@@ -109,12 +122,13 @@ class Connection:
         "_frame_mask",
         "_frame_offset",
         "_msg_compressed",
+        "_msg_frames",
         "_msg_opcode",
         "_msg_parts",
         "_msg_size",
+        "_msg_wire",
         "_out",
         "_send_opcode",
-        "_text_parts",
         "bytes_received",
         "bytes_sent",
         "close_received",
@@ -159,9 +173,10 @@ class Connection:
         # The message being received.
         self._msg_opcode = 0  # 0: no message in progress
         self._msg_compressed = False
-        self._msg_size = 0
-        self._msg_parts: list[bytes] = []
-        self._text_parts: list[str] = []
+        self._msg_size = 0  # payload bytes so far (decompressed)
+        self._msg_frames = 0  # its frames so far
+        self._msg_wire = 0  # compressed bytes so far
+        self._msg_parts: bytearray | None = None  # an unfinished binary message's payload so far
         self._decoder: codecs.IncrementalDecoder | None = None
         # The message being sent in fragments: 0, or its opcode.
         self._send_opcode = 0
@@ -175,6 +190,15 @@ class Connection:
             self.state = _TRANSITIONS[self.state, event]
         except KeyError:
             raise LocalProtocolError(f"cannot {event} in state {self.state.name}") from None
+
+    @property
+    def may_close_transport(self) -> bool:
+        """Whether this side may close the TCP connection now (RFC 6455 §7.1.1): once the connection
+        is ``CLOSED``, the server closes it at once; the client waits for the server to close it
+        (the end of the stream) unless the connection failed."""
+        if self.state is not ConnectionState.CLOSED:
+            return False
+        return not self._client or self.end_of_stream or self.failure is not None
 
     @property
     def has_data_to_send(self) -> bool:
@@ -202,7 +226,7 @@ class Connection:
             self.end_of_stream = True
             self._move("end_of_stream")
             return []
-        if self.state is ConnectionState.CLOSED or self.failure is not None:
+        if self.state is ConnectionState.CLOSED or self.state is ConnectionState.FAILED:
             return []  # after the close frame or a failure, everything is discarded
         buf = self._buf
         buf += data
@@ -218,7 +242,9 @@ class Connection:
 
     def _fail(self, exc: ProtocolError) -> None:
         self.failure = exc
+        self._move("fail")
         self._buf = bytearray()
+        self._msg_parts = None
 
     def _parse(self, buf: bytearray, events: list[Event]) -> int:
         """Parse as many frames as ``buf`` holds; return how many bytes were used."""
@@ -324,13 +350,22 @@ class Connection:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
             self._msg_opcode = opcode
             self._msg_compressed = rsv1
-            self._msg_size = 0
-        if not self._msg_compressed:
-            size = self._msg_size + length
-            limit = self.max_message_size
-            if limit is not None and size > limit:
+            self._msg_size = self._msg_frames = self._msg_wire = 0
+        limit = self.max_message_size
+        if limit is not None:
+            if self._msg_compressed:
+                # Deflate never grows data by more than a few bytes per block: more compressed
+                # bytes than this can only decode to a message over the limit, or to nothing.
+                self._msg_wire += length
+                if self._msg_wire > limit + (limit >> 6) + 1024:
+                    raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
+            elif self._msg_size + length > limit:
                 raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
-            self._msg_size = size
+            self._msg_frames += 1
+            if self._msg_frames > max(limit // MIN_FRAME_BYTES, 64):
+                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message in too many fragments")
+        if not self._msg_compressed:
+            self._msg_size += length
         self._frame_left = length
         self._frame_offset = 0
         self._frame_fin = fin
@@ -349,30 +384,38 @@ class Connection:
             if final and decoder is None:
                 text = _decode_utf8(data)  # the whole message in one piece: the fast path
             else:
+                # Fragments are checked as they come (an invalid one fails at once) and kept as
+                # bytes in one buffer, decoded once at the end: no object per fragment.
+                parts = self._msg_parts
                 if decoder is None:
                     decoder = self._decoder = _utf8_decoder()
+                    parts = self._msg_parts = bytearray()
+                assert parts is not None
                 try:
-                    piece = decoder.decode(data, final)
+                    decoder.decode(data, final)
                 except UnicodeDecodeError:
                     raise ProtocolError(
                         CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message"
                     ) from None
+                parts += data
                 if not final:
-                    self._text_parts.append(piece)
                     return
-                self._text_parts.append(piece)
-                text = "".join(self._text_parts)
-                self._text_parts.clear()
+                text = parts.decode("utf-8")
+                self._msg_parts = None
                 self._decoder = None
             events.append(TextMessage(text))
         else:
+            parts = self._msg_parts
             if not final:
-                self._msg_parts.append(data)
+                if parts is None:
+                    self._msg_parts = bytearray(data)
+                else:
+                    parts += data  # one buffer per message, not an object per fragment
                 return
-            if self._msg_parts:
-                self._msg_parts.append(data)
-                data = b"".join(self._msg_parts)
-                self._msg_parts.clear()
+            if parts is not None:
+                parts += data
+                data = bytes(parts)
+                self._msg_parts = None
             events.append(BytesMessage(data))
         self.messages_received += 1
         self.bytes_received += self._msg_size
@@ -402,8 +445,9 @@ class Connection:
         return encode_frame(opcode, payload, fin=fin, rsv1=rsv1, mask=os.urandom(4) if self._client else None)
 
     def _check_can_send(self) -> None:
-        if self.state is not ConnectionState.OPEN:
-            raise LocalProtocolError(f"cannot send: the connection is {self.state.value}")
+        state = self.state
+        if state is not ConnectionState.OPEN and state is not ConnectionState.FAILED:
+            raise LocalProtocolError(f"cannot send: the connection is {state.value}")
 
     def send_text(self, text: str) -> bytes:
         """Return the frame(s) of one text message."""

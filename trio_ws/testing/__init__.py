@@ -11,9 +11,9 @@ from typing import Any, Literal, final
 import trio
 import trio.testing
 
-from .._client import _run_client, connect_websocket
-from .._connection import WebSocket, WebSocketOptions
-from .._server import Handler, ProcessRequest, WebSocketServer
+from ..client import connect_websocket, run_client
+from ..connection import Handler, WebSocket, WebSocketOptions
+from ..server import ProcessRequest, WebSocketServer
 
 __all__ = ["TestClient", "open_test_client"]
 
@@ -132,7 +132,7 @@ async def open_test_client(
         nursery.start_soon(server.serve_stream, server_stream)
         try:
             try:
-                ws, conn, trailing = await connect_websocket(
+                handshake = await connect_websocket(
                     client_stream,
                     "testserver",
                     resource,
@@ -143,7 +143,7 @@ async def open_test_client(
             except BaseException:
                 await trio.aclose_forcefully(client_stream)
                 raise
-            async with _run_client(ws, conn, trailing):
+            async with run_client(handshake) as ws:
                 yield TestClient(ws)
         except Exception as exc:  # raised again, unchanged, once the nursery is done
             error = exc

@@ -1,21 +1,15 @@
-"""The settings of a connection (:class:`WebSocketOptions`), its states, and the helper that answers
-a refused handshake without losing the answer."""
+"""The settings of a connection (:class:`WebSocketOptions`) and its states."""
 
 from __future__ import annotations
 
-import contextlib
 import enum
 
 import attrs
-import trio
 
+from ..protocol import DeflateOptions
 from ._limits import MessageLimit
-from .protocol import DeflateOptions
 
-__all__ = ["WebSocketOptions", "WebSocketState", "answer_and_linger"]
-
-_LINGER_SECONDS = 1.0
-_LINGER_BYTES = 65536
+__all__ = ["WebSocketOptions", "WebSocketState"]
 
 
 class WebSocketState(enum.Enum):
@@ -58,20 +52,3 @@ class WebSocketOptions:
     close_timeout: float = 10.0
     compression: DeflateOptions | None = attrs.field(factory=DeflateOptions)
     message_limit: MessageLimit | None = None
-
-
-async def answer_and_linger(stream: trio.abc.Stream, data: bytes, give_up_after: float) -> None:
-    """Send ``data`` (an HTTP answer that ends the connection) if the peer is there, then close
-    lingering: half-close, and read and drop what the peer still sends (at most 1 s and 64 KiB), so
-    that closing with unread bytes does not reset the connection and lose the answer."""
-    with (
-        trio.move_on_after(give_up_after),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-    ):
-        await stream.send_all(data)
-        if isinstance(stream, trio.abc.HalfCloseableStream):
-            await stream.send_eof()
-        with trio.move_on_after(_LINGER_SECONDS):
-            drained = 0
-            while drained < _LINGER_BYTES and (chunk := await stream.receive_some(16384)):
-                drained += len(chunk)

@@ -13,10 +13,10 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import attrs
 
-from .protocol import Headers, subprotocols
-from .protocol import Request as RawRequest
+from ..protocol import Headers, subprotocols
+from ..protocol import Request as RawRequest
 
-__all__ = ["URL", "HTTPResponse", "QueryParams", "Request"]
+__all__ = ["URL", "HTTPResponse", "QueryParams", "Request", "RequestView"]
 
 
 @final
@@ -218,6 +218,50 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target} from {self.client}>"
+
+
+class RequestView:
+    """The opening request's parts as properties of a connection (``ws.url``, ``ws.headers``...).
+
+    For a class with a ``request`` attribute."""
+
+    __slots__ = ()
+    request: Request | None
+
+    def _request(self) -> Request:
+        if self.request is None:
+            raise RuntimeError("this WebSocket has no request")
+        return self.request
+
+    @property
+    def path(self) -> str:
+        """The request's path, percent-decoded, without the query string."""
+        return "/" if self.request is None else self.request.path
+
+    @property
+    def url(self) -> URL:
+        """The request's URL (``ws.url.path``, ``.query``, ``.hostname``, ``.port``, ``.scheme``...)."""
+        return self._request().url
+
+    @property
+    def headers(self) -> Headers:
+        """The request's headers: case-insensitive, ``getlist`` for repeats, ``raw`` bytes."""
+        return self._request().headers
+
+    @property
+    def query_params(self) -> QueryParams:
+        """The request's query parameters (``["k"]`` first value, ``getlist("k")`` all)."""
+        return self._request().query_params
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The request's cookies."""
+        return self._request().cookies
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        """The matched route's path parameters, converted."""
+        return self._request().path_params
 
 
 def _body(value: str | bytes) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .protocol import CloseCode, Headers
+from ..protocol import CloseCode, Headers
 
 __all__ = ["HandshakeRejected", "WebSocketClose", "WebSocketDisconnect", "ConnectionClosed"]
 

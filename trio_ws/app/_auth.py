@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ._request import Request
+from ..connection import Request
 
 __all__ = [
     "APIKey",

@@ -13,17 +13,13 @@ import re
 import typing
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, final
 
 import attrs
 
+from ..connection import Handler, WebSocket, WebSocketOptions
 from ._auth import AuthBackend, Guard
-from ._options import WebSocketOptions
 from ._security import RateLimit, SecurityPolicy
-
-if TYPE_CHECKING:
-    from ._connection import WebSocket
-    from ._server import Handler
 
 __all__ = ["Route", "Router"]
 
@@ -363,7 +359,7 @@ class Router:
             if refusal is not None:
                 await ws.reject(refusal.status, refusal.body, refusal.headers)
                 return
-        ws._route(route, params)
+        ws.configure(path_params=params, options=route.options, subprotocols=route.subprotocols)
         await route.handler(ws, **params)
 
     def __repr__(self) -> str:

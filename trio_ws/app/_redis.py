@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .protocol import PreparedMessage
+from ..protocol import PreparedMessage
 
 if TYPE_CHECKING:
     from ._broadcast import Hub

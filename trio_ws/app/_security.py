@@ -1,5 +1,6 @@
-"""Handshake defences: origin checks, rate limits, authentication and guards (in that order), and
-the client address behind trusted proxies. (Per-connection message limits are in ``_limits``.)
+"""Handshake defences: origin checks, rate limits, authentication and guards (in that order).
+(Per-connection message limits are in ``trio_ws.connection``; the client address behind trusted
+proxies is the server's, in ``trio_ws.server``.)
 
 Server-wide settings are checked before the handler; a route's (or router's) settings when the router
 matches it. A refusal is an HTTP status with a short body, never a traceback.
@@ -8,7 +9,6 @@ matches it. A refusal is an HTTP status with a short body, never a traceback.
 from __future__ import annotations
 
 import collections
-import ipaddress
 import math
 import re
 from collections.abc import Sequence
@@ -17,11 +17,10 @@ from typing import Any
 import attrs
 import trio
 
+from ..connection import HTTPResponse, Request
 from ._auth import AuthBackend, Guard, authenticate, check_guards
-from ._request import HTTPResponse, Request
-from .protocol import Headers
 
-__all__ = ["RateLimit", "SecurityPolicy", "client_address", "origin_allowed"]
+__all__ = ["RateLimit", "SecurityPolicy", "origin_allowed"]
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 _ORIGIN = re.compile(
@@ -106,58 +105,6 @@ class RateLimit:
 
     def __repr__(self) -> str:
         return f"RateLimit(rps={self.rps}, burst={self.burst})"
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(entries: Sequence[str]) -> tuple[Network, ...]:
-    """``"10.0.0.1"`` or ``"10.0.0.0/8"`` entries as networks (``ValueError`` for a bad one)."""
-    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
-
-
-def _in(host: str, networks: Sequence[Network]) -> bool:
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
-
-
-def _forwarded_for(headers: Headers) -> list[str]:
-    """The client addresses a proxy chain added, oldest first: ``Forwarded: for=`` or, without it,
-    ``X-Forwarded-For``."""
-    out: list[str] = []
-    for value in headers.getlist("forwarded"):
-        for element in value.split(","):
-            for pair in element.split(";"):
-                name, _, addr = pair.strip().partition("=")
-                if name.lower() == "for" and addr:
-                    addr = addr.strip('"')
-                    if addr.startswith("["):  # "[2001:db8::1]:4711"
-                        addr = addr[1 : addr.find("]")] if "]" in addr else addr[1:]
-                    elif addr.count(":") == 1:  # "192.0.2.1:4711"
-                        addr = addr.partition(":")[0]
-                    out.append(addr)
-    if out:
-        return out
-    for value in headers.getlist("x-forwarded-for"):
-        out.extend(part.strip() for part in value.split(",") if part.strip())
-    return out
-
-
-def client_address(
-    peer: tuple[str, int] | None, headers: Headers, trusted: Sequence[Network]
-) -> tuple[str, int] | None:
-    """The client's address: the peer's, unless the peer is a trusted proxy; then the nearest address
-    in ``Forwarded`` / ``X-Forwarded-For`` that is not itself a trusted proxy (port 0: unknown)."""
-    if peer is None or not trusted or not _in(peer[0], trusted):
-        return peer
-    chain = _forwarded_for(headers)
-    for host in reversed(chain):
-        if not _in(host, trusted):
-            return (host, 0)
-    return (chain[0], 0) if chain else peer
 
 
 @attrs.frozen

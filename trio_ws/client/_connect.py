@@ -9,12 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import trio
 
-from ._connection import WebSocket, WebSocketOptions
-from ._exceptions import HandshakeRejected
-from ._request import Request
-from .protocol import (
+from ..connection import HandshakeRejected, Request, WebSocket, WebSocketOptions, start_client
+from ..protocol import (
     Connection,
     HandshakeError,
     Headers,
@@ -27,7 +26,20 @@ from .protocol import (
     validate_response,
 )
 
-__all__ = ["connect_websocket", "open_websocket", "open_websocket_url"]
+__all__ = ["ClientHandshake", "connect_websocket", "open_websocket", "open_websocket_url", "run_client"]
+
+
+@attrs.frozen
+class ClientHandshake:
+    """A client's opening handshake that succeeded: what :func:`run_client` starts."""
+
+    stream: trio.abc.Stream
+    options: WebSocketOptions
+    connection: Connection
+    request: Request
+    subprotocol: str | None
+    extensions: list[str]
+    trailing: bytes
 
 
 async def connect_websocket(
@@ -38,10 +50,9 @@ async def connect_websocket(
     *,
     subprotocols: Sequence[str] = (),
     headers: Sequence[tuple[str, str]] = (),
-) -> tuple[WebSocket, Connection, bytes]:
-    """Run the client's opening handshake over ``stream``; return the WebSocket (not yet started),
-    its protocol connection, and the bytes that came after the response. Raises
-    :class:`HandshakeRejected` when the server refuses or answers wrongly."""
+) -> ClientHandshake:
+    """Run the client's opening handshake over ``stream``; :func:`run_client` then runs the
+    connection. Raises :class:`HandshakeRejected` when the server refuses or answers wrongly."""
     compression = options.compression
     offer = None if compression is None else deflate_offer(compression)
     data, key = build_request(host, resource, subprotocols=subprotocols, extensions=offer, headers=headers)
@@ -65,12 +76,11 @@ async def connect_websocket(
     sent = RequestParser().receive_data(data)  # what we sent, as a Request
     assert sent is not None
     scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
-    ws = WebSocket(
-        stream, Role.CLIENT, options, request=Request(sent, scheme=scheme), subprotocol=subprotocol
-    )
-    ws.extensions = response.headers.getlist("sec-websocket-extensions") if deflate is not None else []
+    negotiated = response.headers.getlist("sec-websocket-extensions") if deflate is not None else []
     conn = Connection(Role.CLIENT, max_message_size=options.max_message_size, extension=deflate)
-    return ws, conn, parser.trailing
+    return ClientHandshake(
+        stream, options, conn, Request(sent, scheme=scheme), subprotocol, negotiated, parser.trailing
+    )
 
 
 _MAX_REFUSAL_BODY = 64 * 1024
@@ -92,10 +102,23 @@ async def _read_body(stream: trio.abc.Stream, body: bytes, headers: Headers) -> 
 
 
 @asynccontextmanager
-async def _run_client(ws: WebSocket, conn: Connection, trailing: bytes) -> AsyncIterator[WebSocket]:
+async def run_client(handshake: ClientHandshake) -> AsyncIterator[WebSocket]:
+    """Run the connection of a client handshake for the block's duration: its tasks run in a
+    nursery of their own; leaving the block closes it (1000, bounded by ``close_timeout``).
+    An exception raised in the block propagates unchanged."""
     error: Exception | None = None
     async with trio.open_nursery() as nursery:
-        ws._start(conn, nursery, trailing)
+        h = handshake
+        ws = start_client(
+            h.stream,
+            h.connection,
+            nursery,
+            h.options,
+            request=h.request,
+            subprotocol=h.subprotocol,
+            extensions=h.extensions,
+            trailing=h.trailing,
+        )
         try:
             yield ws
         except Exception as exc:
@@ -143,13 +166,13 @@ async def open_websocket(
             host_header = host if port == default_port else f"{host}:{port}"
             if ":" in host and not host.startswith("["):
                 host_header = f"[{host}]" if port == default_port else f"[{host}]:{port}"
-            ws, conn, trailing = await connect_websocket(
+            handshake = await connect_websocket(
                 stream, host_header, resource, opts, subprotocols=subprotocols, headers=headers
             )
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-    async with _run_client(ws, conn, trailing) as ws:
+    async with run_client(handshake) as ws:
         yield ws
 
 

@@ -17,16 +17,13 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import Any, Protocol, final
 
 import attrs
 import trio
 
-from ._exceptions import WebSocketDisconnect
-from .protocol import CloseCode, PreparedMessage
-
-if TYPE_CHECKING:
-    from ._connection import WebSocket
+from ..connection import WebSocket, WebSocketDisconnect
+from ..protocol import CloseCode, PreparedMessage
 
 __all__ = ["BroadcastBackend", "Hub", "HubStats", "Overflow"]
 
@@ -278,7 +275,7 @@ class Hub:
                         await subscriber.wakeup.wait()
                         continue
                     message = subscriber.queue.popleft()
-                    await subscriber.ws._send_prepared_now(message)
+                    await subscriber.ws.send_prepared(message, direct=True)
                     self.stats.delivered += 1
         except WebSocketDisconnect:
             pass

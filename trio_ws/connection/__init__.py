@@ -1,0 +1,47 @@
+"""One WebSocket connection over any ``trio.abc.Stream``: the public :class:`WebSocket` API, the
+inbox (reader task and receive backpressure), the writer (the only path to the stream), the
+request objects, options and states. Knows nothing of sockets, listeners, routing or policy.
+
+The names below without a leading underscore are this layer's interface to the layers above
+(server, client, application); the package ``trio_ws`` re-exports the public ones.
+"""
+
+from ._errors import (
+    ConnectionClosed,
+    HandshakeRejected,
+    WebSocketClose,
+    WebSocketDisconnect,
+    check_close_reason,
+)
+from ._io import receive_some
+from ._iteration import JSONMode, MessageIterator
+from ._limits import MessageLimit
+from ._opening import ServerHandshake
+from ._options import WebSocketOptions, WebSocketState
+from ._request import URL, HTTPResponse, QueryParams, Request
+from ._websocket import Handler, Registry, WebSocket, start_client
+from ._writer import answer_and_linger
+
+__all__ = [
+    "URL",
+    "ConnectionClosed",
+    "HTTPResponse",
+    "Handler",
+    "HandshakeRejected",
+    "JSONMode",
+    "MessageIterator",
+    "MessageLimit",
+    "QueryParams",
+    "Registry",
+    "Request",
+    "ServerHandshake",
+    "WebSocket",
+    "WebSocketClose",
+    "WebSocketDisconnect",
+    "WebSocketOptions",
+    "WebSocketState",
+    "answer_and_linger",
+    "check_close_reason",
+    "receive_some",
+    "start_client",
+]

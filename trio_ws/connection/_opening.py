@@ -1,0 +1,71 @@
+"""The server's half of the opening handshake, as a connection waiting for ``accept()`` holds it.
+
+The server reads the request and runs its HTTP hook and security policy; what is left for the
+handler to decide — the subprotocol, extra response headers — :meth:`ServerHandshake.answer` turns
+into the 101 response and the protocol connection, with the pure negotiation functions of
+``trio_ws.protocol``. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from ..protocol import (
+    Connection,
+    Role,
+    build_response,
+    choose_subprotocol,
+    negotiate_deflate,
+    parse_extensions,
+)
+from ._options import WebSocketOptions
+from ._request import Request
+
+__all__ = ["Answer", "ServerHandshake"]
+
+
+@attrs.frozen
+class Answer:
+    """What accepting a request agreed on: the response bytes and the connection to run."""
+
+    response: bytes
+    connection: Connection
+    subprotocol: str | None
+    extensions: list[str]
+
+
+@attrs.define(eq=False, slots=True)
+class ServerHandshake:
+    """A validated upgrade request waiting for the handler's ``accept()``.
+
+    ``key``: its ``Sec-WebSocket-Key``; ``trailing``: bytes that came after the request (the first
+    frames of an eager client); ``subprotocols``: those the server speaks here, in case the handler
+    does not choose (a route may narrow them); ``server_header``: the ``Server`` response header.
+    """
+
+    key: str
+    trailing: bytes = b""
+    subprotocols: tuple[str, ...] = ()
+    server_header: str | None = "trio_ws"
+
+    def answer(
+        self,
+        request: Request,
+        options: WebSocketOptions,
+        subprotocol: str | None,
+        headers: Sequence[tuple[str, str]],
+    ) -> Answer:
+        """The 101 response and the protocol connection for ``request``. Raises ``ValueError`` for a
+        ``subprotocol`` the client did not offer."""
+        chosen = choose_subprotocol(request.subprotocols, self.subprotocols, subprotocol)
+        if self.server_header is not None:
+            headers = [*headers, ("Server", self.server_header)]
+        deflate = None
+        if options.compression is not None:
+            deflate = negotiate_deflate(parse_extensions(request.headers), options.compression)
+        extensions = None if deflate is None else deflate.response_params()
+        response = build_response(self.key, subprotocol=chosen, extensions=extensions, headers=headers)
+        conn = Connection(Role.SERVER, max_message_size=options.max_message_size, extension=deflate)
+        return Answer(response, conn, chosen, [] if extensions is None else [extensions])

@@ -1,0 +1,300 @@
+"""The writer: the only path to a connection's stream, and the one place that closes it.
+
+Ordering rule: frames are whole byte strings appended to one outbox, synchronously, so two frames
+never interleave. A fragmented message holds :attr:`Writer.message_lock` (a ``trio.StrictFIFOLock``)
+from its first frame to its last, so no other data message gets in between; control frames (pongs,
+pings, the close frame) are not data and may go between its fragments. A sender that finds the lock
+held waits for it in FIFO order. One task per connection empties the outbox, many frames per
+``send_all``; a task that only sends (a room's) may write directly while the outbox is idle
+(:meth:`Writer.send_now`). A sender waits only while the outbox holds more than ``high_water``
+bytes, until it is down to ``low_water``.
+
+A write that fails, or is cancelled half-way, leaves the stream broken: :attr:`Writer.broken` is set,
+the outbox dropped, and every waiter woken. The HTTP answers that end a connection before it is a
+WebSocket (refusals, 503s) go out through :func:`answer_and_linger` of this module too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TypeVar, final
+
+import trio
+
+from ..protocol import Connection, ConnectionState
+from ._io import close_socket, send_all
+from ._pacing import note_resumed
+
+__all__ = ["Writer", "answer_and_linger"]
+
+T = TypeVar("T")
+
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 65536
+
+
+@final
+class Writer:
+    """The outbox of one connection and the task that empties it into the stream.
+
+    The task starts with the first frame queued (a connection that never sends costs no task).
+    """
+
+    __slots__ = (
+        "_direct",
+        "_flushed",
+        "_frames",
+        "_lock",
+        "_nursery",
+        "_parked",
+        "_room",
+        "_running",
+        "_sending",
+        "_stream",
+        "broken",
+        "closed",
+        "high_water",
+        "low_water",
+        "pending",
+    )
+
+    def __init__(
+        self, stream: trio.abc.Stream, nursery: trio.Nursery, high_water: int, low_water: int
+    ) -> None:
+        self._stream = stream
+        self._nursery = nursery
+        self.high_water = high_water
+        self.low_water = low_water
+        self._frames: list[bytes] = []
+        #: Bytes queued and not yet written (including the write in progress).
+        self.pending = 0
+        #: A write failed or was cut short: nothing more goes out.
+        self.broken = False
+        #: The stream is closed (by :meth:`close` or :meth:`abort`).
+        self.closed = False
+        self._running = False
+        self._sending = False  # the writer task is in send_all
+        self._direct = False  # another task is (see send_now)
+        self._parked: trio.lowlevel.Task | None = None  # the writer task, waiting for frames
+        self._room: trio.Event | None = None  # set when pending falls to low_water
+        self._flushed: trio.Event | None = None  # set when pending falls to zero
+        self._lock: trio.StrictFIFOLock | None = None  # made when first needed
+
+    # ------------------------------------------------------------- ordering
+
+    @property
+    def message_lock(self) -> trio.StrictFIFOLock:
+        """Held for the whole of a fragmented message (see the module)."""
+        if self._lock is None:
+            self._lock = trio.StrictFIFOLock()
+        return self._lock
+
+    @property
+    def message_in_progress(self) -> bool:
+        """Whether a fragmented message holds :attr:`message_lock`."""
+        lock = self._lock
+        return lock is not None and lock.locked()
+
+    async def send(self, build: Callable[[T], bytes], arg: T) -> None:
+        """Queue the frame(s) ``build(arg)`` returns, after any fragmented message in progress.
+
+        Waits only while the outbox is over ``high_water``. Raises ``trio.BrokenResourceError`` when
+        the stream is broken; errors of ``build`` propagate (then nothing is queued). Cancelled, it
+        has queued nothing. Not a schedule point (the caller paces).
+        """
+        if self.full:
+            await self.wait_room()
+        lock = self._lock
+        if lock is not None and lock.locked():
+            async with lock:
+                self._build(build, arg)
+        else:
+            self._build(build, arg)
+
+    def _build(self, build: Callable[[T], bytes], arg: T) -> None:
+        if self.broken:
+            raise trio.BrokenResourceError("the connection's stream is broken")
+        self.write(build(arg))
+
+    def write(self, data: bytes, *, start: bool = True) -> None:
+        """Queue ``data`` (whole frames) to be written; never blocks; dropped once broken.
+
+        With ``start=False`` no writer task is started for it: the caller is about to call
+        :meth:`flushed`, which then writes it itself (a close reply costs no task)."""
+        if self.broken:
+            return
+        self._frames.append(data)
+        self.pending += len(data)
+        if not self._direct:
+            self._wake(start)
+
+    def close_frame(self, conn: Connection, code: int, reason: str) -> None:
+        """Queue the close frame ``conn`` makes, if it may still send one and the stream is whole."""
+        if (conn.state is ConnectionState.OPEN or conn.state is ConnectionState.FAILED) and not self.broken:
+            self.write(conn.send_close(code, reason))
+
+    async def close_frame_after_message(self, conn: Connection, code: int, reason: str) -> None:
+        """:meth:`close_frame`, after a fragmented message in progress (a checkpoint only then)."""
+        if self.message_in_progress:
+            async with self.message_lock:
+                self.close_frame(conn, code, reason)
+        else:
+            self.close_frame(conn, code, reason)
+
+    def _wake(self, start: bool = True) -> None:
+        if self._parked is not None:
+            trio.lowlevel.reschedule(self._parked)
+            self._parked = None
+        elif start and not self._running:
+            self._running = True
+            self._nursery.start_soon(self._run)
+
+    async def send_now(self, data: bytes) -> bool:
+        """Write ``data`` from the calling task if nothing is queued or being written, and return
+        ``True``; otherwise queue it and return ``False`` (the caller still owes a checkpoint).
+
+        For tasks that exist only to send (a room's), this saves waking the writer task."""
+        if self._frames or self._sending or self._direct or self.broken:
+            self.write(data)
+            return False
+        self.pending += len(data)
+        await self._send_direct(data)
+        return True
+
+    async def _send_direct(self, data: bytes) -> None:
+        """Write ``data`` (already counted in ``pending``) from the calling task."""
+        self._direct = True
+        try:
+            written = await self._write(data)
+        finally:
+            self._direct = False
+        if written and self._frames:  # queued meanwhile: the writer task takes over
+            self._wake()
+
+    async def _write(self, data: bytes) -> bool:
+        """Write ``data`` (counted in ``pending``); ``False`` if the stream broke (queue dropped)."""
+        try:
+            await send_all(self._stream, data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.mark_broken()
+            return False
+        except BaseException:
+            self.mark_broken()  # cancelled part-way: the stream may hold half a frame
+            raise
+        self.pending -= len(data)
+        self._wrote()
+        return True
+
+    # ------------------------------------------------------------ pushback
+
+    @property
+    def full(self) -> bool:
+        """Whether the outbox is over ``high_water`` (senders wait)."""
+        return self.pending > self.high_water and not self.broken
+
+    async def wait_room(self) -> None:
+        """Wait until the outbox is down to ``low_water`` bytes (or the stream broke)."""
+        while self.full:
+            if self._room is None:
+                self._room = trio.Event()
+            await self._room.wait()
+        note_resumed()
+
+    async def flushed(self) -> None:
+        """Wait until everything queued is written (or the stream broke); what no task is writing
+        yet, the calling task writes itself. A checkpoint."""
+        frames = self._frames
+        if frames and not (self._sending or self._direct or self.broken):
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            frames.clear()
+            await self._send_direct(data)  # a checkpoint
+            if not self.pending:
+                return
+        while self.pending and not self.broken:
+            if self._flushed is None:
+                self._flushed = trio.Event()
+            await self._flushed.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def _run(self) -> None:
+        frames = self._frames
+        while True:
+            if not frames:
+                self._parked = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort)
+                continue
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            frames.clear()
+            self._sending = True
+            try:
+                written = await self._write(data)
+            finally:
+                self._sending = False
+            if not written:
+                return
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wrote(self) -> None:
+        if self._room is not None and self.pending <= self.low_water:
+            self._room.set()
+            self._room = None
+        if self._flushed is not None and not self.pending:
+            self._flushed.set()
+            self._flushed = None
+
+    def mark_broken(self) -> None:
+        """Nothing more can be written: drop the outbox and wake every waiter."""
+        if self.broken:
+            return
+        self.broken = True
+        self._frames.clear()
+        self.pending = 0
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
+
+    # ------------------------------------------------------------- closing
+
+    async def close(self) -> None:
+        """Write what is queued, then close the stream politely (TLS close_notify). The caller
+        shields and bounds it; cancelled, it closes forcefully. A checkpoint."""
+        try:
+            await self.flushed()
+            if not close_socket(self._stream):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._stream.aclose()
+        except BaseException:
+            await self.abort()
+            raise
+        self.closed = True
+
+    async def abort(self) -> None:
+        """Close the stream at once, without a goodbye; every waiter wakes (the stream is broken)."""
+        self.mark_broken()
+        self.closed = True
+        await trio.aclose_forcefully(self._stream)
+
+
+async def answer_and_linger(stream: trio.abc.Stream, data: bytes, give_up_after: float) -> None:
+    """Send ``data`` (an HTTP answer that ends the connection) if the peer is there, then close
+    lingering: half-close, and read and drop what the peer still sends (at most 1 s and 64 KiB), so
+    that closing with unread bytes does not reset the connection and lose the answer. The caller
+    closes the stream after."""
+    with (
+        trio.move_on_after(give_up_after),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(data)
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        with trio.move_on_after(_LINGER_SECONDS):
+            drained = 0
+            while drained < _LINGER_BYTES and (chunk := await stream.receive_some(16384)):
+                drained += len(chunk)

@@ -1,0 +1,18 @@
+"""The server layer: listeners, the opening handshake up to the handler, the registry of
+connections, graceful shutdown, the access log. It takes a handshake policy object and imports
+nothing of the application layer."""
+
+from ._proxies import client_address, parse_networks
+from ._server import WebSocketServer, open_listeners, run_server
+from ._upgrade import HandshakePolicy, ProcessRequest, http_answer
+
+__all__ = [
+    "HandshakePolicy",
+    "ProcessRequest",
+    "WebSocketServer",
+    "client_address",
+    "http_answer",
+    "open_listeners",
+    "parse_networks",
+    "run_server",
+]

@@ -1,0 +1,324 @@
+"""The server: listeners, one nursery per connection, the registry of connections, graceful
+shutdown (the 1001 of every connection), and the rule that a connection owns its tasks."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import ssl
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, final
+
+import trio
+
+from ..connection import (
+    Handler,
+    WebSocket,
+    WebSocketClose,
+    WebSocketDisconnect,
+    WebSocketOptions,
+    WebSocketState,
+)
+from ..protocol import CloseCode, error_response
+from ._access import AccessRecord, peer_address
+from ._proxies import parse_networks
+from ._upgrade import HandshakePolicy, ProcessRequest, Upgrader
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["WebSocketServer", "open_listeners", "run_server"]
+
+logger = logging.getLogger("trio_ws")
+
+_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_ACCEPT_RETRY_DELAY = 0.1
+
+
+def _only_disconnects(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``WebSocketDisconnect``, or a group made only of them (nested or not)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_disconnects(e) for e in exc.exceptions)
+    return isinstance(exc, WebSocketDisconnect)
+
+
+@final
+class WebSocketServer:
+    """A running server (from :func:`~trio_ws.open_websocket_server` or
+    :func:`~trio_ws.serve_websocket`).
+
+    ``connections`` holds the open connections; :meth:`aclose` shuts down gracefully.
+
+    A connection owns its tasks: once it is closed (closing handshake done, or the stream lost), a
+    handler still running ``close_timeout`` later is cancelled, with the tasks it started in
+    ``ws.nursery``, and that is logged at INFO.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        options: WebSocketOptions,
+        *,
+        listeners: Sequence[trio.abc.Listener[Any]] = (),
+        subprotocols: Sequence[str] = (),
+        server_header: str | None = "trio_ws",
+        max_request_size: int = 16 * 1024,
+        process_request: ProcessRequest | None = None,
+        policy: HandshakePolicy | None = None,
+        max_connections: int | None = None,
+        max_connections_per_client: int | None = None,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
+        self.handler = handler
+        self.options = options
+        self.max_connections = max_connections
+        self.listeners = list(listeners)
+        self._upgrader = Upgrader(
+            options,
+            self,
+            subprotocols=tuple(subprotocols),
+            server_header=server_header,
+            max_request_size=max_request_size,
+            process_request=process_request,
+            policy=policy,
+            max_connections_per_client=max_connections_per_client,
+            trusted_proxies=parse_networks(trusted_proxies),
+        )
+        self._records: dict[trio.abc.Stream, AccessRecord] = {}
+        #: The open (accepted, not yet closed) connections.
+        self.connections: set[WebSocket] = set()
+        # Each connection's cancel scope -> its WebSocket, or the scope reading its request until then.
+        self._scopes: dict[trio.CancelScope, WebSocket | trio.CancelScope] = {}
+        self._listener_scope = trio.CancelScope()
+        self._idle = trio.Event()
+        self._idle.set()
+        self._closing = False
+        self._closed = trio.Event()
+        self._port: int | None = None
+        for listener in self.listeners:  # read now: it stays readable after the server closed
+            while isinstance(listener, trio.SSLListener):
+                listener = listener.transport_listener
+            if isinstance(listener, trio.SocketListener):
+                self._port = int(listener.socket.getsockname()[1])
+                break
+
+    @property
+    def port(self) -> int:
+        """The port of the first TCP listener."""
+        if self._port is None:
+            raise RuntimeError("the server has no TCP listener")
+        return self._port
+
+    # ---------------------------------------------- the connections' registry
+
+    @property
+    def accepting(self) -> bool:
+        """``False`` once shutdown began: handshakes still answered get 503."""
+        return not self._closing
+
+    def opened(self, ws: WebSocket) -> None:
+        """``ws`` was accepted (called by the connection)."""
+        self.connections.add(ws)
+
+    def closed(self, ws: WebSocket) -> None:
+        """``ws`` is closed (called by the connection): it leaves ``connections``, and its handler
+        has ``close_timeout`` left to return."""
+        self.connections.discard(ws)
+        record = self._records.get(ws.stream)
+        if record is not None and not record.handler_done:
+            scope = ws.nursery.cancel_scope
+            scope.deadline = min(scope.deadline, trio.current_time() + ws.options.close_timeout)
+
+    # -------------------------------------------------------------- listeners
+
+    async def run_listeners(self, nursery: trio.Nursery) -> None:
+        """Accept connections on every listener and serve each in ``nursery``, until shutdown."""
+        try:
+            with self._listener_scope:
+                async with trio.open_nursery() as listen:
+                    for listener in self.listeners:
+                        listen.start_soon(self._accept_loop, listener, nursery)
+        finally:  # also when an outer cancellation goes through _listener_scope
+            for listener in self.listeners:
+                await trio.aclose_forcefully(listener)
+
+    async def _accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RETRY_ERRNOS:
+                    raise
+                logger.error("accept failed (%s); retrying in %ss", exc, _ACCEPT_RETRY_DELAY)
+                await trio.sleep(_ACCEPT_RETRY_DELAY)
+                continue
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            nursery.start_soon(self.serve_stream, stream)
+
+    # ------------------------------------------------------------ connections
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection over ``stream`` (already accepted), until it is closed.
+
+        Never raises but for cancellation: the handler's errors are logged and close the connection
+        with 1011. The connection is shielded from outside cancellation; :meth:`aclose` ends it.
+        """
+        full = self.max_connections is not None and len(self._scopes) >= self.max_connections
+        record = self._records[stream] = AccessRecord(trio.current_time(), peer_address(stream))
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        scope: trio.CancelScope | None = None
+        ws: WebSocket | None = None
+        try:
+            # The connection's nursery; its scope is the shield, and what aclose() cancels.
+            async with trio.open_nursery() as nursery:
+                scope = nursery.cancel_scope
+                scope.shield = True
+                self._scopes[scope] = scope
+                if full:
+                    busy = error_response(503, "too many connections\n", [("Retry-After", "1")])
+                    await self._upgrader.answer(stream, record, busy)
+                else:
+                    ws = await self._upgrade(stream, record, scope, nursery)
+                    if ws is not None:
+                        try:
+                            await self._run_handler(ws, record)
+                        finally:
+                            self._release(ws, record, nursery)
+        except Exception:  # (the handler's own errors are dealt with in _run_handler)
+            logger.exception("connection failed")
+        finally:
+            if scope is not None:
+                self._scopes.pop(scope, None)
+                if ws is not None and scope.cancelled_caught and trio.current_time() >= scope.deadline:
+                    logger.info(
+                        "handler for %s was still running %ss after its connection closed; cancelled",
+                        ws.path,
+                        ws.options.close_timeout,
+                    )
+            del self._records[stream]
+            if not self._scopes:
+                self._idle.set()
+            if ws is None or not ws.stream_closed:
+                await trio.aclose_forcefully(stream)
+            record.log()
+
+    async def _upgrade(
+        self, stream: trio.abc.Stream, record: AccessRecord, scope: trio.CancelScope, nursery: trio.Nursery
+    ) -> WebSocket | None:
+        if self._closing:
+            await self._upgrader.answer(stream, record, error_response(503, "server shutting down"))
+            return None
+        # open_timeout ends it, or a shutdown (then this task answers 503 itself).
+        reading = trio.CancelScope(deadline=trio.current_time() + self.options.open_timeout)
+        self._scopes[scope] = reading
+        ws = await self._upgrader.upgrade(stream, record, reading, nursery)
+        if ws is None:
+            if reading.cancelled_caught and self._closing:
+                await self._upgrader.answer(stream, record, error_response(503, "server shutting down\n"))
+            return None
+        self._scopes[scope] = ws
+        return ws
+
+    def _release(self, ws: WebSocket, record: AccessRecord, nursery: trio.Nursery) -> None:
+        """The handler is done: so is the connection."""
+        self.connections.discard(ws)
+        self._upgrader.release_host(record.host)
+        if nursery.child_tasks:  # (cancel() is not free: it formats the task's repr)
+            nursery.cancel_scope.cancel()
+
+    async def _run_handler(self, ws: WebSocket, record: AccessRecord) -> None:
+        try:
+            await self.handler(ws)
+        except WebSocketClose as exc:
+            record.handler_done = True
+            await ws.close(exc.code, exc.reason)
+        except WebSocketDisconnect:
+            pass
+        except Exception as exc:
+            record.handler_done = True
+            if _only_disconnects(exc):  # from the handler's own nursery: the peer went away
+                return await self._finish(ws)
+            logger.exception("handler for %s failed", ws.path)
+            if ws.application_state is WebSocketState.CONNECTING:
+                await ws.reject(500, "internal server error")
+            else:
+                await ws.close(CloseCode.INTERNAL_ERROR)
+        record.handler_done = True
+        await self._finish(ws)
+
+    @staticmethod
+    async def _finish(ws: WebSocket) -> None:
+        if ws.application_state is WebSocketState.CONNECTING:
+            await ws.reject(403)  # the handler returned without accepting (the ASGI convention)
+        elif not ws.close_started():  # (then the closing handshake is over: nothing to wait for)
+            await ws.close()
+
+    # --------------------------------------------------------------- shutdown
+
+    async def aclose(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
+        """Shut down gracefully: stop accepting, answer handshakes in progress with 503, close every
+        connection with ``code`` (1001), wait up to ``close_timeout`` for the closing handshakes and
+        the handlers, then cancel what is left. Returns as soon as every connection is closed and
+        its handler has returned. Shielded from cancellation; calling it again waits for the first
+        call to finish."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            self._listener_scope.cancel()
+            with trio.move_on_after(self.options.close_timeout):
+                async with trio.open_nursery() as nursery:
+                    for scope, ws in list(self._scopes.items()):
+                        nursery.start_soon(self._shutdown_one, scope, ws, code, reason)
+                await self._idle.wait()
+            for scope in list(self._scopes):
+                scope.cancel()
+            await self._idle.wait()
+            self._closed.set()
+
+    async def _shutdown_one(
+        self, scope: trio.CancelScope, ws: WebSocket | trio.CancelScope, code: int, reason: str
+    ) -> None:
+        if not isinstance(ws, WebSocket):  # still reading the request: stop; it answers 503
+            ws.cancel()
+        elif ws.application_state is WebSocketState.CONNECTING:
+            await ws.reject(503, "server shutting down")
+            scope.cancel()
+        else:
+            await ws.close(code, reason)
+
+
+async def open_listeners(
+    host: str | bytes | None, port: int, ssl_context: ssl.SSLContext | None = None
+) -> list[trio.abc.Listener[Any]]:
+    """TCP listeners on ``host:port`` (every address it resolves to), with TLS if ``ssl_context``."""
+    tcp = await trio.open_tcp_listeners(port, host=host)
+    if ssl_context is None:
+        return list(tcp)
+    return [trio.SSLListener(lst, ssl_context, https_compatible=False) for lst in tcp]
+
+
+@asynccontextmanager
+async def run_server(server: WebSocketServer) -> AsyncIterator[WebSocketServer]:
+    """Run ``server``'s listeners for the block's duration; leaving it — normally, by an exception
+    or by cancellation — shuts down gracefully (:meth:`WebSocketServer.aclose`).
+
+    Error handling: an exception raised in the block propagates unchanged. Errors of the server's own
+    tasks (a listener failing with an unexpected ``OSError``) arrive as an ``ExceptionGroup``.
+    """
+    error: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run_listeners, nursery)
+        try:
+            yield server
+        except Exception as exc:
+            error = exc
+        finally:
+            await server.aclose()
+    if error is not None:
+        raise error

@@ -1,0 +1,186 @@
+"""The opening handshake on the server, up to the handler: read the request (bounded in size and
+time), run the HTTP hook, validate the upgrade, apply the connection caps and the handshake policy,
+and make the :class:`~trio_ws.WebSocket` the handler gets, ready to be accepted.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import trio
+
+from ..connection import (
+    HTTPResponse,
+    Registry,
+    Request,
+    ServerHandshake,
+    WebSocket,
+    WebSocketOptions,
+    answer_and_linger,
+    receive_some,
+)
+from ..protocol import HandshakeError, RequestParser, Role, error_response, validate_request
+from ._access import AccessRecord
+from ._proxies import Network, client_address
+
+__all__ = ["HandshakePolicy", "ProcessRequest", "Upgrader", "http_answer"]
+
+logger = logging.getLogger("trio_ws")
+
+ProcessRequest = Callable[[Request], Awaitable[HTTPResponse | None]]
+"""``async def process_request(request: Request) -> HTTPResponse | None``: the server's HTTP hook."""
+
+
+class HandshakePolicy(Protocol):
+    """What the server asks of an upgrade request before the handler runs (origins, rate limits,
+    authentication, guards: the application layer's ``SecurityPolicy`` is one)."""
+
+    async def check(self, request: Request) -> tuple[HTTPResponse | None, Any, Any]:
+        """``(refusal, None, None)``, or ``(None, principal, backend)`` to go on."""
+
+
+def http_answer(response: HTTPResponse, request: Request) -> bytes:
+    """``response`` on the wire; for a HEAD request, the head a GET would get, without the body."""
+    body = response.body
+    data = error_response(response.status, body, response.headers, content_type=response.content_type)
+    return data[: -len(body)] if request.method == "HEAD" and body else data
+
+
+class Upgrader:
+    """The server's settings for opening handshakes, and the count of connections per client."""
+
+    def __init__(
+        self,
+        options: WebSocketOptions,
+        registry: Registry,
+        *,
+        subprotocols: tuple[str, ...],
+        server_header: str | None,
+        max_request_size: int,
+        process_request: ProcessRequest | None,
+        policy: HandshakePolicy | None,
+        max_connections_per_client: int | None,
+        trusted_proxies: tuple[Network, ...],
+    ) -> None:
+        self.options = options
+        self.registry = registry
+        self.subprotocols = subprotocols
+        self.server_header = server_header
+        self.max_request_size = max_request_size
+        self.process_request = process_request
+        self.policy = policy
+        self.max_connections_per_client = max_connections_per_client
+        self.trusted_proxies = trusted_proxies
+        self.per_client: collections.Counter[str] = collections.Counter()
+
+    async def answer(self, stream: trio.abc.Stream, record: AccessRecord, data: bytes) -> None:
+        """Answer with ``data`` (an HTTP response) and end the connection (the caller closes it)."""
+        record.status = data[9:12].decode("latin-1")
+        await answer_and_linger(stream, data, self.options.close_timeout)
+
+    def release_host(self, host: str) -> None:
+        """A connection counted for ``host`` is over."""
+        self.per_client[host] -= 1
+        if not self.per_client[host]:
+            del self.per_client[host]
+
+    async def upgrade(
+        self, stream: trio.abc.Stream, record: AccessRecord, reading: trio.CancelScope, nursery: trio.Nursery
+    ) -> WebSocket | None:
+        """The opening handshake up to the handler: the WebSocket to hand it, or ``None`` when the
+        request was answered otherwise. ``reading`` bounds reading the request (``open_timeout``;
+        cancelled by a shutdown: then the caller answers 503). (The handler does not run in here:
+        an idle connection's task holds as few coroutine frames as it can.)"""
+        parser = RequestParser(max_size=self.max_request_size)
+        request = None
+        try:
+            with reading:
+                if isinstance(stream, trio.SSLStream):
+                    await stream.do_handshake()
+                while request is None:
+                    request = parser.receive_data(await receive_some(stream, 65536))
+            if request is None:
+                if self.registry.accepting:  # (shutting down, the caller answers 503)
+                    logger.debug("opening handshake timed out")
+                return None
+            trailing = parser.trailing
+            del parser  # (this frame lives as long as the connection)
+            scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
+            req = Request(request, scheme=scheme, client=record.client)
+            record.request = req
+            if self.process_request is not None and await self._process_request(stream, record, req):
+                return None
+            key = validate_request(request)
+        except HandshakeError as exc:
+            await self.answer(stream, record, error_response(exc.status, exc.reason + "\n", exc.headers))
+            return None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
+            return None
+        req.client = client_address(req.client, req.headers, self.trusted_proxies)
+        host = req.client[0] if req.client else "-"
+        limit = self.max_connections_per_client
+        if limit is not None and self.per_client[host] >= limit:
+            refusal = error_response(429, "too many connections from this address\n", [("Retry-After", "1")])
+            await self.answer(stream, record, refusal)
+            return None
+        self.per_client[host] += 1
+        record.host = host
+        ws = None
+        try:
+            ws = await self._admit(stream, record, nursery, req, ServerHandshake(key, trailing))
+        finally:
+            if ws is None:
+                self.release_host(host)
+        return ws
+
+    async def _admit(
+        self,
+        stream: trio.abc.Stream,
+        record: AccessRecord,
+        nursery: trio.Nursery,
+        req: Request,
+        handshake: ServerHandshake,
+    ) -> WebSocket | None:
+        """The handshake policy; the WebSocket for the handler if it lets the request through."""
+        principal = backend = None
+        if self.policy is not None:
+            try:
+                refusal, principal, backend = await self.policy.check(req)
+            except Exception:  # an authentication backend or a guard failed: ours to log, not theirs
+                logger.exception("security checks failed for %s", req.target)
+                refusal = HTTPResponse(500, "internal server error\n")
+            if refusal is not None:
+                await self.answer(stream, record, http_answer(refusal, req))
+                return None
+        handshake.subprotocols = self.subprotocols
+        handshake.server_header = self.server_header
+        ws = WebSocket(
+            stream,
+            Role.SERVER,
+            self.options,
+            request=req,
+            client=req.client,
+            handshake=handshake,
+            nursery=nursery,
+            registry=self.registry,
+        )
+        ws.user, ws.auth = principal, backend
+        record.ws = ws
+        return ws
+
+    async def _process_request(self, stream: trio.abc.Stream, record: AccessRecord, request: Request) -> bool:
+        """Run the HTTP hook; answer and return ``True`` if it answered."""
+        assert self.process_request is not None
+        try:
+            response = await self.process_request(request)
+        except Exception:
+            logger.exception("process_request failed for %s", request.target)
+            response = HTTPResponse(500, "internal server error\n")
+        if response is None:
+            return False
+        await self.answer(stream, record, http_answer(response, request))
+        return True
