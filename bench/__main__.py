@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from .bench_echo import close, echo_run, frames, handshake, start_server, take_echoes
+from .bench_echo import BASELINE, close, echo_run, frames, handshake, start_server, take_echoes
 from .bench_memory import measure as measure_memory
 
 SERVERS = ["trio_ws", "trio-websocket", "websockets-trio", "websockets-asyncio"]
@@ -100,18 +100,24 @@ def handshakes(port: int, seconds: float, concurrency: int = 10) -> float:
     return sum(counts) / (time.perf_counter() - start)
 
 
-def cell(name: str, run: Callable[[int], float], repeats: int) -> float:
-    values = []
+def once(name: str, run: Callable[[int], float]) -> float:
+    cell.port += 1  # type: ignore[attr-defined]
+    port = cell.port  # type: ignore[attr-defined]
+    proc = start_server(name, port)
+    try:
+        return run(port)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def cell(names: list[str], run: Callable[[int], float], repeats: int) -> dict[str, float]:
+    """Each server's median over ``repeats``, the servers interleaved: a, b, c, a, b, c, ..."""
+    values: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(repeats):
-        cell.port += 1  # type: ignore[attr-defined]
-        port = cell.port  # type: ignore[attr-defined]
-        proc = start_server(name, port)
-        try:
-            values.append(run(port))
-        finally:
-            proc.kill()
-            proc.wait()
-    return statistics.median(values)
+        for name in names:
+            values[name].append(once(name, run))
+    return {name: statistics.median(v) for name, v in values.items()}
 
 
 cell.port = 19500  # type: ignore[attr-defined]
@@ -124,7 +130,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-connections", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="1 repeat of 2 s, 500 idle connections")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run trio_ws from the checkout in DIR (e.g. a git worktree of an older commit), "
+        "interleaved with this one, and print the ratio of the two",
+    )
     args = parser.parse_args()
+    if args.baseline:
+        os.environ["TRIO_WS_BASELINE"] = os.path.abspath(args.baseline)
+        args.servers = [*args.servers, BASELINE]
     if args.quick:
         args.repeats, args.seconds, args.memory_connections = 1, 2.0, 500
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
@@ -147,37 +162,33 @@ def main() -> None:
     ]
     results: dict[tuple[str, str], float] = {}
     for title, unit, _, run in scenarios:
+        for name, value in cell(args.servers, run, args.repeats).items():
+            results[title, name] = value
+            print(f"  {title:48} {name:20} {value:>12,.1f} {unit}", file=sys.stderr)
+    memory: dict[str, list[float]] = {name: [] for name in args.servers}
+    for _ in range(args.repeats if args.baseline else 1):
         for name in args.servers:
-            results[title, name] = cell(name, run, args.repeats)
-            print(f"  {title:48} {name:20} {results[title, name]:>12,.1f} {unit}", file=sys.stderr)
-    memory: dict[str, float] = {}
-    for name in args.servers:
-        cell.port += 1  # type: ignore[attr-defined]
-        memory[name] = measure_memory(name, cell.port, args.memory_connections, False)[0]  # type: ignore[attr-defined]
-        print(f"  memory per idle connection {name:20} {memory[name]:.1f} KiB", file=sys.stderr)
+            cell.port += 1  # type: ignore[attr-defined]
+            port = cell.port  # type: ignore[attr-defined]
+            memory[name].append(measure_memory(name, port, args.memory_connections, False)[0])
+            print(f"  memory per idle connection {name:20} {memory[name][-1]:.1f} KiB", file=sys.stderr)
+    idle = {name: statistics.median(v) for name, v in memory.items()}
 
-    base = "websockets-trio"
-    print(f"\nMedian of {args.repeats} runs of {s:g} s; servers on core 0, the load generator on core 1.\n")
-    print("| scenario | " + " | ".join(args.servers) + " | trio_ws ÷ websockets-trio |")
-    print("| --- |" + " --- |" * (len(args.servers) + 1))
+    bases = [b for b in ("websockets-trio", BASELINE) if b in args.servers and "trio_ws" in args.servers]
+    print(f"\nMedian of {args.repeats} runs of {s:g} s, servers interleaved; servers on core 0, the load")
+    print("generator on core 1.\n")
+    print("| scenario | " + " | ".join(args.servers) + "".join(f" | trio_ws ÷ {b}" for b in bases) + " |")
+    print("| --- |" + " --- |" * (len(args.servers) + len(bases)))
     for title, unit, higher_is_better, _ in scenarios:
         cells = [f"{results[title, name]:,.0f} {unit}" for name in args.servers]
-        ratio = "-"
-        if base in args.servers and "trio_ws" in args.servers:
+        for base in bases:
             r = results[title, "trio_ws"] / results[title, base]
-            ratio = f"{r:.2f}" if higher_is_better else f"{r:.2f} (lower is better)"
-        print(f"| {title} | " + " | ".join(cells) + f" | {ratio} |")
-    cells = [f"{memory[name]:.1f} KiB" for name in args.servers]
-    ratio = (
-        f"{memory['trio_ws'] / memory[base]:.2f} (lower is better)"
-        if base in memory and "trio_ws" in memory
-        else "-"
-    )
-    print(
-        f"| memory per idle connection ({args.memory_connections:,} connections) | "
-        + " | ".join(cells)
-        + f" | {ratio} |"
-    )
+            cells.append(f"{r:.2f}" if higher_is_better else f"{r:.2f} (lower is better)")
+        print(f"| {title} | " + " | ".join(cells) + " |")
+    cells = [f"{idle[name]:.1f} KiB" for name in args.servers]
+    cells += [f"{idle['trio_ws'] / idle[base]:.2f} (lower is better)" for base in bases]
+    title = f"memory per idle connection ({args.memory_connections:,} connections)"
+    print(f"| {title} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -33,11 +33,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: The server name that runs trio_ws from another checkout (``python -m bench --baseline DIR``).
+BASELINE = "trio_ws-baseline"
+
+
 def start_server(name: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    cwd, env = ROOT, None
+    if name == BASELINE:  # the same server, from the checkout in TRIO_WS_BASELINE
+        cwd = Path(os.environ["TRIO_WS_BASELINE"])
+        env = {**os.environ, "PYTHONPATH": str(cwd)}
+        name = "trio_ws"
     command = [sys.executable, "-m", "bench.servers", name, str(port), *extra]
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", "0", *command]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if line.strip() != b"READY":

@@ -6,7 +6,7 @@ The names below without a leading underscore are this layer's interface to the l
 (server, client, application); the package ``trio_ws`` re-exports the public ones.
 """
 
-from ._errors import (
+from ._exceptions import (
     ConnectionClosed,
     HandshakeRejected,
     WebSocketClose,
@@ -16,10 +16,10 @@ from ._errors import (
 from ._io import receive_some
 from ._iteration import JSONMode, MessageIterator
 from ._limits import MessageLimit
-from ._opening import ServerHandshake
+from ._opening import Registry, ServerHandshake
 from ._options import WebSocketOptions, WebSocketState
 from ._request import URL, HTTPResponse, QueryParams, Request
-from ._websocket import Handler, Registry, WebSocket, start_client
+from ._websocket import Handler, WebSocket, start_client
 from ._writer import answer_and_linger
 
 __all__ = [

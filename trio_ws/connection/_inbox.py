@@ -9,8 +9,8 @@ bounded queue (``max_queue`` messages). Flow control, all of it here:
   down to ``queue_low_water`` bytes.
 - If the handler stays behind for a while (:data:`READ_AHEAD_AFTER`), the reader reads ahead into a
   backlog bounded by ``queue_high_water`` bytes, so that a close frame from the peer is seen and
-  answered even while the handler is not reading. Every message costs :data:`MESSAGE_OVERHEAD`
-  bytes beyond its payload against these bounds, so empty messages cannot pile up.
+  answered even while the handler is not reading. Every message costs at least
+  :data:`MESSAGE_OVERHEAD` bytes against these bounds, so empty messages cannot pile up.
 - While the writer's outbox is over ``write_high_water`` (pongs a peer that never reads makes us
   send), the reader stops reading too.
 - Nothing read is lost: a message parsed by the read-ahead reaches the queue, however the delivery
@@ -42,8 +42,8 @@ Message = TextMessage | BytesMessage
 _RECEIVE_SIZE = 65536
 #: How long the reader waits for a handler that is behind before it reads ahead (to see a close frame).
 READ_AHEAD_AFTER = 0.05
-#: What a received message costs against the queue's and the read-ahead's byte bounds beyond its
-#: payload (about what its objects take in memory).
+#: What a received message costs at the least against the queue's and the read-ahead's byte
+#: bounds, however short its payload (about what its objects take in memory).
 MESSAGE_OVERHEAD = 64
 
 
@@ -67,7 +67,6 @@ class Inbox:
         "_on_closed",
         "_options",
         "_over_limit",
-        "_pings",
         "_queue",
         "_queued_bytes",
         "_receiving",
@@ -77,6 +76,7 @@ class Inbox:
         "_writer",
         "finished",
         "peer_closed",
+        "pings",
     )
 
     def __init__(
@@ -85,14 +85,14 @@ class Inbox:
         conn: Connection,
         writer: Writer,
         options: WebSocketOptions,
-        pings: PingTable,
         on_closed: Callable[[], None],
     ) -> None:
         self._stream = stream
         self._conn = conn
         self._writer = writer
         self._options = options
-        self._pings = pings
+        #: The connection's pings waiting for a pong (set with the first ping).
+        self.pings: PingTable | None = None
         self._on_closed = on_closed
         self._queue: MessageQueue[Message] = MessageQueue(options.max_queue)
         self._queued_bytes = 0
@@ -125,7 +125,8 @@ class Inbox:
 
     @property
     def pending_bytes(self) -> int:
-        """What they cost against the byte bounds (payload plus :data:`MESSAGE_OVERHEAD` each)."""
+        """What they cost against the byte bounds (their payload, :data:`MESSAGE_OVERHEAD` at least
+        each)."""
         return self._queued_bytes + self._backlog_bytes
 
     # ----------------------------------------------------------- the handler
@@ -177,7 +178,7 @@ class Inbox:
             await self._done.wait()
 
     def _dequeued(self, message: Message) -> None:
-        self._queued_bytes -= len(message.data) + MESSAGE_OVERHEAD
+        self._queued_bytes -= max(len(message.data), MESSAGE_OVERHEAD)
         self._unreceived -= 1
         if self._drained is not None and not self._unreceived:
             self._drained.set()
@@ -260,9 +261,10 @@ class Inbox:
                 if self._backlog is None:
                     self._backlog = collections.deque()
                 self._backlog.append(event)
-                self._backlog_bytes += len(event.data) + MESSAGE_OVERHEAD
+                self._backlog_bytes += max(len(event.data), MESSAGE_OVERHEAD)
             elif isinstance(event, Pong):
-                self._pings.answered(event.payload, trio.current_time())
+                if self.pings is not None:
+                    self.pings.answered(event.payload, trio.current_time())
             elif isinstance(event, CloseReceived):
                 self.peer_closed = True
 
@@ -274,7 +276,7 @@ class Inbox:
             self._writer.write(out, start=start)
 
     def _enqueued(self, message: Message) -> None:
-        size = len(message.data) + MESSAGE_OVERHEAD
+        size = max(len(message.data), MESSAGE_OVERHEAD)
         self._backlog_bytes -= size
         self._queued_bytes += size
         self._unreceived += 1

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, TypeVar, final
 
 from ..protocol import CloseCode
-from ._errors import WebSocketDisconnect
+from ._exceptions import WebSocketDisconnect
 
 __all__ = ["JSONMode", "MessageIterator", "check_json_mode"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from ..protocol import CloseCode, Connection, LocalProtocolError, PreparedMessage
-from ._errors import WebSocketDisconnect
+from ._exceptions import WebSocketDisconnect
 from ._iteration import JSONMode, MessageIterator, check_json_mode
 from ._pacing import cancel_point_and_pace, yield_if_due
 from ._pings import PingTable

@@ -9,6 +9,7 @@ into the 101 response and the protocol connection, with the pure negotiation fun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple, Protocol, TypeVar
 
 import attrs
 
@@ -23,11 +24,26 @@ from ..protocol import (
 from ._options import WebSocketOptions
 from ._request import Request
 
-__all__ = ["Answer", "ServerHandshake"]
+__all__ = ["Answer", "Registry", "ServerHandshake"]
+
+C = TypeVar("C", contravariant=True)
 
 
-@attrs.frozen
-class Answer:
+class Registry(Protocol[C]):
+    r"""What a server's connections tell it (the server implements it for its ``WebSocket``\ s)."""
+
+    @property
+    def accepting(self) -> bool:
+        """``False`` while the server shuts down: ``accept()`` then answers 503."""
+
+    def opened(self, connection: C) -> None:
+        """``connection`` was accepted."""
+
+    def closed(self, connection: C) -> None:
+        """``connection`` is closed: nothing more will be received (called once)."""
+
+
+class Answer(NamedTuple):
     """What accepting a request agreed on: the response bytes and the connection to run."""
 
     response: bytes

@@ -9,7 +9,7 @@ from typing import Protocol, final
 import trio
 
 from ..protocol import CloseCode
-from ._errors import WebSocketDisconnect
+from ._exceptions import WebSocketDisconnect
 
 __all__ = ["PingTable", "keepalive"]
 

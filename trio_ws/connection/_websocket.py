@@ -10,17 +10,17 @@ server's pending handshake (``_opening.py``) makes the 101 answer. A server or c
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, final
+from typing import Any, final
 
 import attrs
 import trio
 
 from ..protocol import CloseCode, Connection, ConnectionState, Role
 from ..protocol import error_response as http_error
-from ._errors import WebSocketDisconnect, check_close_reason
+from ._exceptions import WebSocketDisconnect, check_close_reason
 from ._inbox import Inbox
 from ._messages import Messaging
-from ._opening import ServerHandshake
+from ._opening import Registry, ServerHandshake
 from ._options import WebSocketOptions, WebSocketState
 from ._pings import PingTable, keepalive
 from ._request import Request, RequestView
@@ -30,20 +30,6 @@ __all__ = ["Handler", "Registry", "WebSocket", "start_client"]
 
 Handler = Callable[..., Awaitable[None]]
 """``async def handler(ws: WebSocket, **path_params) -> None``; a ``Router`` is one too."""
-
-
-class Registry(Protocol):
-    """What a server's connections tell it (the server implements it)."""
-
-    @property
-    def accepting(self) -> bool:
-        """``False`` while the server shuts down: ``accept()`` then answers 503."""
-
-    def opened(self, ws: WebSocket) -> None:
-        """``ws`` was accepted."""
-
-    def closed(self, ws: WebSocket) -> None:
-        """``ws`` is closed: nothing more will be received (called once)."""
 
 
 @final
@@ -94,7 +80,7 @@ class WebSocket(Messaging, RequestView):
         client: tuple[str, int] | None = None,
         handshake: ServerHandshake | None = None,
         nursery: trio.Nursery | None = None,
-        registry: Registry | None = None,
+        registry: Registry[WebSocket] | None = None,
     ) -> None:
         self.stream = stream
         self.role = role
@@ -121,7 +107,7 @@ class WebSocket(Messaging, RequestView):
         self._conn: Connection | None = None
         self._writer: Writer | None = None
         self._inbox: Inbox | None = None
-        self._pings = PingTable()
+        self._pings: PingTable | None = None  # made with the first ping
         self._close_code: int | None = None
         self._close_reason = ""
 
@@ -157,7 +143,7 @@ class WebSocket(Messaging, RequestView):
     @property
     def latency(self) -> float | None:
         """Round-trip time of the last ping answered, in seconds."""
-        return self._pings.latency
+        return None if self._pings is None else self._pings.latency
 
     @property
     def supported_subprotocols(self) -> tuple[str, ...]:
@@ -232,19 +218,25 @@ class WebSocket(Messaging, RequestView):
         self._nursery = nursery
         self._writer = writer
         self.application_state = WebSocketState.CONNECTED
-        inbox = self._inbox = Inbox(self.stream, conn, writer, self.options, self._pings, self._closed)
+        inbox = self._inbox = Inbox(self.stream, conn, writer, self.options, self._closed)
         inbox.start(nursery, trailing)
         if self.options.ping_interval is not None:
             nursery.start_soon(keepalive, self, self.options.ping_interval, self.options.ping_timeout)
 
     def _ping_table(self) -> PingTable:
-        return self._pings
+        pings = self._pings
+        if pings is None:
+            pings = self._pings = PingTable()
+            if self._inbox is not None:
+                self._inbox.pings = pings
+        return pings
 
     def _closed(self) -> None:
         """The inbox is done: the connection is closed."""
         if self._close_code is None:
             self._close_code, self._close_reason = self._current_close()
-        self._pings.end()
+        if self._pings is not None:
+            self._pings.end()
         if self._registry is not None:
             self._registry.closed(self)
 
@@ -295,7 +287,7 @@ class WebSocket(Messaging, RequestView):
         writer = Writer(self.stream, nursery, options.write_high_water, options.write_low_water)
         self.subprotocol = answer.subprotocol
         self.extensions = answer.extensions
-        await writer.send_now(answer.response)  # nothing else is queued: written from this task
+        await writer.write_first(answer.response)
         if writer.broken:
             await writer.abort()
             self._refused = True

@@ -150,6 +150,12 @@ class Writer:
             self._running = True
             self._nursery.start_soon(self._run)
 
+    async def write_first(self, data: bytes) -> None:
+        """Write ``data`` (the opening handshake's answer) from the calling task, before anything
+        else; a failure leaves the writer broken."""
+        self.pending += len(data)
+        await self._write(data)
+
     async def send_now(self, data: bytes) -> bool:
         """Write ``data`` from the calling task if nothing is queued or being written, and return
         ``True``; otherwise queue it and return ``False`` (the caller still owes a checkpoint).

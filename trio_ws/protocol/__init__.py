@@ -3,12 +3,20 @@
 Nothing here imports trio or touches sockets or clocks: bytes in, events out.
 """
 
-from ._connection import Connection, ConnectionState, PreparedMessage, Role
+from ._connection import Connection
 from ._deflate import DeflateOptions, PerMessageDeflate, accept_deflate, deflate_offer, negotiate_deflate
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError
 from ._events import BytesMessage, CloseReceived, Event, Ping, Pong, TextMessage
 from ._extensions import Extension
-from ._frames import SPEEDUPS, CloseCode, Opcode, apply_mask, encode_frame, is_wire_close_code
+from ._frames import (
+    SPEEDUPS,
+    CloseCode,
+    Opcode,
+    PreparedMessage,
+    apply_mask,
+    encode_frame,
+    is_wire_close_code,
+)
 from ._handshake import (
     ExtensionOffer,
     Request,
@@ -26,6 +34,7 @@ from ._handshake import (
 )
 from ._headers import Headers, check_header
 from ._negotiation import choose_subprotocol
+from ._state import ConnectionState, Role
 
 __all__ = [
     "BytesMessage",

@@ -7,96 +7,36 @@ events it returns, then write :meth:`Connection.data_to_send` (pongs and close r
 from __future__ import annotations
 
 import codecs
-import enum
-import os
 from typing import Final
 
-from ._errors import LocalProtocolError, ProtocolError
+from ._errors import ProtocolError
 from ._events import BytesMessage, CloseReceived, Event, Ping, Pong, TextMessage
 from ._extensions import Extension
 from ._frames import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
     CloseCode,
-    Opcode,
     apply_mask,
+    check_frame_header,
     encode_close_payload,
-    encode_frame,
     parse_close_payload,
 )
+from ._pieces import Pieces
+from ._sending import FrameSending
+from ._state import ConnectionState, Role, next_state
 
-__all__ = ["Connection", "ConnectionState", "PreparedMessage", "Role"]
+__all__ = ["Connection"]
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
-# Plain ints of the opcodes defined in ``_frames.Opcode``, for the hot path's comparisons.
-_TEXT: Final = int(Opcode.TEXT)
-_BINARY: Final = int(Opcode.BINARY)
-_CLOSE: Final = int(Opcode.CLOSE)
-_PING: Final = int(Opcode.PING)
-_PONG: Final = int(Opcode.PONG)
 #: A message may come in at most ``max_message_size // MIN_FRAME_BYTES`` frames (64 at the least):
 #: a message of a million empty or one-byte fragments is refused (1009) like one that is too big.
 MIN_FRAME_BYTES: Final = 16
 
 
-class PreparedMessage:
-    """A message encoded once for many connections (broadcast): its opcode, its payload and, made on
-    first use, its unmasked, uncompressed frame, which every server connection without an extension
-    can send as it is."""
-
-    __slots__ = ("_frame", "opcode", "payload")
-
-    def __init__(self, data: str | bytes) -> None:
-        self.opcode = _TEXT if isinstance(data, str) else _BINARY
-        self.payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-        self._frame: bytes | None = None
-
-    @property
-    def frame(self) -> bytes:
-        """The whole frame, as a server without an extension sends it."""
-        if self._frame is None:
-            self._frame = encode_frame(self.opcode, self.payload)
-        return self._frame
-
-    @property
-    def is_text(self) -> bool:
-        """Whether it is a text message."""
-        return self.opcode == _TEXT
-
-
-class Role(enum.Enum):
-    """Which end of the connection this is (RFC 6455 §5.1: clients mask, servers do not)."""
-
-    CLIENT = "client"  #: masks what it sends, refuses masked frames
-    SERVER = "server"  #: requires masked frames, sends unmasked ones
-
-
-class ConnectionState(enum.Enum):
-    """Where the closing handshake stands (RFC 6455 §7)."""
-
-    OPEN = "open"  #: messages flow both ways
-    CLOSING = "closing"  #: this side sent its close frame and waits for the peer's
-    FAILED = "failed"  #: the peer broke the protocol (§7.1.7): what it sends is discarded; this side
-    #: may still answer the messages that came before, then sends its close frame and closes TCP
-    CLOSED = "closed"  #: handshake complete, connection failed and its close frame sent, or the stream ended
-
-
-_S = ConnectionState
-# The only moves the state machine makes; anything else is a bug and raises.
-_TRANSITIONS: Final[dict[tuple[ConnectionState, str], ConnectionState]] = {
-    (_S.OPEN, "send_close"): _S.CLOSING,
-    (_S.OPEN, "receive_close"): _S.CLOSED,  # the reply is queued at once
-    (_S.CLOSING, "receive_close"): _S.CLOSED,
-    (_S.OPEN, "fail"): _S.FAILED,
-    (_S.CLOSING, "fail"): _S.FAILED,
-    (_S.FAILED, "send_close"): _S.CLOSED,  # the close frame that fails it: no reply is awaited
-    (_S.OPEN, "end_of_stream"): _S.CLOSED,
-    (_S.CLOSING, "end_of_stream"): _S.CLOSED,
-    (_S.FAILED, "end_of_stream"): _S.CLOSED,
-    (_S.CLOSED, "end_of_stream"): _S.CLOSED,
-}
-
-
-class Connection:
+class Connection(FrameSending):
     """One end of an established WebSocket connection.
 
     ``max_message_size`` bounds a received message (after decoding by an extension); a larger one
@@ -128,19 +68,14 @@ class Connection:
         "_msg_size",
         "_msg_wire",
         "_out",
-        "_send_opcode",
         "bytes_received",
-        "bytes_sent",
         "close_received",
-        "close_sent",
         "end_of_stream",
         "extension",
         "failure",
         "max_message_size",
         "messages_received",
-        "messages_sent",
         "role",
-        "state",
     )
 
     def __init__(
@@ -176,20 +111,16 @@ class Connection:
         self._msg_size = 0  # payload bytes so far (decompressed)
         self._msg_frames = 0  # its frames so far
         self._msg_wire = 0  # compressed bytes so far
-        self._msg_parts: bytearray | None = None  # an unfinished binary message's payload so far
+        self._msg_parts: Pieces | None = None  # an unfinished message's payload so far
         self._decoder: codecs.IncrementalDecoder | None = None
-        # The message being sent in fragments: 0, or its opcode.
-        self._send_opcode = 0
+        super().__init__(role)
         #: Traffic so far: whole data messages and their payload bytes (before compression), each way.
         self.messages_received = self.bytes_received = self.messages_sent = self.bytes_sent = 0
 
     # ------------------------------------------------------------------ state
 
     def _move(self, event: str) -> None:
-        try:
-            self.state = _TRANSITIONS[self.state, event]
-        except KeyError:
-            raise LocalProtocolError(f"cannot {event} in state {self.state.name}") from None
+        self.state = next_state(self.state, event)
 
     @property
     def may_close_transport(self) -> bool:
@@ -261,7 +192,7 @@ class Connection:
                     opcode = b0 & 0x0F
                     fin = bool(b0 & 0x80)
                     rsv1 = bool(b0 & 0x40)
-                    self._check_header(b0, b1, opcode, fin, rsv1)
+                    check_frame_header(b0, b1, self._client, self.extension is not None)
                     length = b1 & 0x7F
                     hlen = 2
                     if length == 126:
@@ -282,7 +213,7 @@ class Connection:
                             return pos
                         mask = bytes(mv[pos + hlen : pos + hlen + 4])
                         hlen += 4
-                    if opcode >= _CLOSE:
+                    if opcode >= OP_CLOSE:
                         if n - pos - hlen < length:
                             return pos  # wait for the whole control frame (at most 125 bytes)
                         start = pos + hlen
@@ -293,7 +224,7 @@ class Connection:
                             apply_mask(payload, mask) if mask is not None else bytes(payload),
                             events,
                         )
-                        if opcode == _CLOSE:
+                        if opcode == OP_CLOSE:
                             return n  # nothing after a close frame counts
                         continue
                     pos += hlen
@@ -322,24 +253,6 @@ class Connection:
                     return pos
                 self._frame_left = -1
                 self._message_data(data, self._frame_fin, events)
-
-    def _check_header(self, b0: int, b1: int, opcode: int, fin: bool, rsv1: bool) -> None:
-        if b0 & 0x30 or (rsv1 and (self.extension is None or opcode not in (_TEXT, _BINARY))):
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "reserved bit set without an extension")
-        if bool(b1 & 0x80) is self._client:
-            raise ProtocolError(
-                CloseCode.PROTOCOL_ERROR,
-                "masked frame from the server" if self._client else "unmasked frame from client",
-            )
-        if opcode >= _CLOSE:
-            if opcode > _PONG:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-            if not fin:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
-            if b1 & 0x7F > 125:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "control frame over 125 bytes")
-        elif opcode > _BINARY:
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
 
     def _start_data_frame(self, opcode: int, fin: bool, rsv1: bool, length: int) -> None:
         if opcode == 0:
@@ -379,42 +292,38 @@ class Connection:
                 data, final=final, max_length=None if limit is None else limit - self._msg_size
             )
             self._msg_size += len(data)
-        if self._msg_opcode == _TEXT:
+        if self._msg_opcode == OP_TEXT:
             decoder = self._decoder
             if final and decoder is None:
-                text = _decode_utf8(data)  # the whole message in one piece: the fast path
+                events.append(TextMessage(_decode_utf8(data)))  # one piece: the fast path
             else:
-                # Fragments are checked as they come (an invalid one fails at once) and kept as
-                # bytes in one buffer, decoded once at the end: no object per fragment.
-                parts = self._msg_parts
                 if decoder is None:
                     decoder = self._decoder = _utf8_decoder()
-                    parts = self._msg_parts = bytearray()
-                assert parts is not None
-                try:
-                    decoder.decode(data, final)
+                    self._msg_parts = Pieces("")
+                try:  # checked as it comes: an invalid fragment fails at once
+                    piece = decoder.decode(data, final)
                 except UnicodeDecodeError:
                     raise ProtocolError(
                         CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message"
                     ) from None
-                parts += data
+                parts = self._msg_parts
+                assert parts is not None
+                parts.add(piece)
                 if not final:
                     return
-                text = parts.decode("utf-8")
+                events.append(TextMessage(parts.join()))
                 self._msg_parts = None
                 self._decoder = None
-            events.append(TextMessage(text))
         else:
             parts = self._msg_parts
             if not final:
                 if parts is None:
-                    self._msg_parts = bytearray(data)
-                else:
-                    parts += data  # one buffer per message, not an object per fragment
+                    parts = self._msg_parts = Pieces(b"")
+                parts.add(data)
                 return
             if parts is not None:
-                parts += data
-                data = bytes(parts)
+                parts.add(data)
+                data = parts.join()
                 self._msg_parts = None
             events.append(BytesMessage(data))
         self.messages_received += 1
@@ -422,11 +331,11 @@ class Connection:
         self._msg_opcode = 0
 
     def _control(self, opcode: int, payload: bytes, events: list[Event]) -> None:
-        if opcode == _PING:
+        if opcode == OP_PING:
             if self.state is ConnectionState.OPEN:
-                self._out.append(self._frame(_PONG, payload))
+                self._out.append(self.encode(OP_PONG, payload))
             events.append(Ping(payload))
-        elif opcode == _PONG:
+        elif opcode == OP_PONG:
             events.append(Pong(payload))
         else:
             code, reason = parse_close_payload(payload)
@@ -434,89 +343,10 @@ class Connection:
             self.close_received = event
             if self.state is ConnectionState.OPEN:
                 reply = None if code == CloseCode.NO_STATUS_RCVD else code
-                self._out.append(self._frame(_CLOSE, encode_close_payload(reply)))
+                self._out.append(self.encode(OP_CLOSE, encode_close_payload(reply)))
                 self.close_sent = (reply, "")
             self._move("receive_close")
             events.append(event)
-
-    # ------------------------------------------------------------------- send
-
-    def _frame(self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
-        return encode_frame(opcode, payload, fin=fin, rsv1=rsv1, mask=os.urandom(4) if self._client else None)
-
-    def _check_can_send(self) -> None:
-        state = self.state
-        if state is not ConnectionState.OPEN and state is not ConnectionState.FAILED:
-            raise LocalProtocolError(f"cannot send: the connection is {state.value}")
-
-    def send_text(self, text: str) -> bytes:
-        """Return the frame(s) of one text message."""
-        return self._send_message(_TEXT, text.encode("utf-8"))
-
-    def send_bytes(self, data: bytes | bytearray | memoryview) -> bytes:
-        """Return the frame(s) of one binary message."""
-        return self._send_message(_BINARY, bytes(data))
-
-    def _send_message(self, opcode: int, payload: bytes) -> bytes:
-        self._check_can_send()
-        if self._send_opcode:
-            raise LocalProtocolError("a fragmented message is being sent")
-        self.messages_sent += 1
-        self.bytes_sent += len(payload)
-        if self.extension is not None:
-            payload, rsv1 = self.extension.encode(payload)
-            return self._frame(opcode, payload, rsv1=rsv1)
-        return self._frame(opcode, payload)
-
-    def send_prepared(self, message: PreparedMessage) -> bytes:
-        """Return the frame(s) of a message prepared once for many connections: a server without
-        an extension sends the shared frame as it is; otherwise it is encoded for this connection."""
-        if self.extension is None and not self._client:
-            self._check_can_send()
-            if self._send_opcode:
-                raise LocalProtocolError("a fragmented message is being sent")
-            self.messages_sent += 1
-            self.bytes_sent += len(message.payload)
-            return message.frame
-        return self._send_message(message.opcode, message.payload)
-
-    def send_fragment(self, data: str | bytes, *, fin: bool) -> bytes:
-        """Return one frame of a fragmented message; the first fragment's type (str: text, bytes:
-        binary) sets the message's type, and ``fin=True`` ends it. Control frames may go in between."""
-        self._check_can_send()
-        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-        opcode = _TEXT if isinstance(data, str) else _BINARY
-        if self._send_opcode:
-            if opcode != self._send_opcode:
-                raise LocalProtocolError("fragments of one message must all be str or all bytes")
-            opcode = Opcode.CONTINUATION
-        self._send_opcode = 0 if fin else (self._send_opcode or opcode)
-        self.bytes_sent += len(payload)
-        self.messages_sent += fin
-        return self._frame(opcode, payload, fin=fin)
-
-    def send_ping(self, payload: bytes = b"") -> bytes:
-        """Return a ping frame (``payload`` at most 125 bytes)."""
-        return self._send_control(_PING, payload)
-
-    def send_pong(self, payload: bytes = b"") -> bytes:
-        """Return an unsolicited pong frame (``payload`` at most 125 bytes)."""
-        return self._send_control(_PONG, payload)
-
-    def _send_control(self, opcode: int, payload: bytes) -> bytes:
-        self._check_can_send()
-        if len(payload) > 125:
-            raise LocalProtocolError("control frame payload over 125 bytes")
-        return self._frame(opcode, bytes(payload))
-
-    def send_close(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:
-        """Return the close frame that starts the closing handshake; then wait for the peer's close
-        frame (a :class:`CloseReceived` event). ``code=None`` sends an empty close body."""
-        payload = encode_close_payload(code, reason)
-        self._check_can_send()
-        self._move("send_close")
-        self.close_sent = (code, reason)
-        return self._frame(_CLOSE, payload)
 
 
 def _decode_utf8(data: bytes) -> str:

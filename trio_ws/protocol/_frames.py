@@ -5,12 +5,21 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
+from typing import Final
 
 from ._errors import LocalProtocolError, ProtocolError
 
 __all__ = [
     "CloseCode",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_CONTINUATION",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
     "Opcode",
+    "PreparedMessage",
+    "check_frame_header",
     "SPEEDUPS",
     "apply_mask",
     "encode_close_payload",
@@ -28,6 +37,15 @@ class Opcode(enum.IntEnum):
     CLOSE = 0x8  #: starts or answers the closing handshake
     PING = 0x9  #: asks the peer for a pong
     PONG = 0xA  #: answers a ping, or an unsolicited heartbeat
+
+
+# Plain ints of the opcodes, for the hot path's comparisons (an IntEnum compares slower).
+OP_CONTINUATION: Final = int(Opcode.CONTINUATION)
+OP_TEXT: Final = int(Opcode.TEXT)
+OP_BINARY: Final = int(Opcode.BINARY)
+OP_CLOSE: Final = int(Opcode.CLOSE)
+OP_PING: Final = int(Opcode.PING)
+OP_PONG: Final = int(Opcode.PONG)
 
 
 class CloseCode(enum.IntEnum):
@@ -155,3 +173,51 @@ def parse_close_payload(payload: bytes) -> tuple[int, str]:
     except UnicodeDecodeError:
         raise ProtocolError(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "close reason is not UTF-8") from None
     return code, reason
+
+
+def check_frame_header(b0: int, b1: int, client: bool, extension: bool) -> None:
+    """Check a frame header's first two bytes as received (RFC 6455 §5.2, §5.5): reserved bits,
+    masking (``client``: this side is the client, so frames must not be masked), opcodes, control
+    frames. ``extension``: an RSV1 extension was negotiated. Raises :class:`ProtocolError` (1002)."""
+    opcode = b0 & 0x0F
+    if b0 & 0x30 or (b0 & 0x40 and (not extension or opcode not in (OP_TEXT, OP_BINARY))):
+        raise ProtocolError(CloseCode.PROTOCOL_ERROR, "reserved bit set without an extension")
+    if bool(b1 & 0x80) is client:
+        raise ProtocolError(
+            CloseCode.PROTOCOL_ERROR,
+            "masked frame from the server" if client else "unmasked frame from client",
+        )
+    if opcode >= OP_CLOSE:
+        if opcode > OP_PONG:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+        if not b0 & 0x80:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
+        if b1 & 0x7F > 125:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "control frame over 125 bytes")
+    elif opcode > OP_BINARY:
+        raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+
+
+class PreparedMessage:
+    """A message encoded once for many connections (broadcast): its opcode, its payload and, made on
+    first use, its unmasked, uncompressed frame, which every server connection without an extension
+    can send as it is."""
+
+    __slots__ = ("_frame", "opcode", "payload")
+
+    def __init__(self, data: str | bytes) -> None:
+        self.opcode = OP_TEXT if isinstance(data, str) else OP_BINARY
+        self.payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The whole frame, as a server without an extension sends it."""
+        if self._frame is None:
+            self._frame = encode_frame(self.opcode, self.payload)
+        return self._frame
+
+    @property
+    def is_text(self) -> bool:
+        """Whether it is a text message."""
+        return self.opcode == OP_TEXT

@@ -56,7 +56,7 @@ class Upgrader:
     def __init__(
         self,
         options: WebSocketOptions,
-        registry: Registry,
+        registry: Registry[WebSocket],
         *,
         subprotocols: tuple[str, ...],
         server_header: str | None,

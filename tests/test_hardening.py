@@ -1,0 +1,89 @@
+"""Every buffer of a connection has a bound, against peers that send and never read: pongs the
+peer's pings make us send, and floods of empty or tiny messages to a handler that does not receive.
+In each case the reader stops reading, so TCP pushes back on the peer, and memory stays bounded."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from helpers import frame
+
+from trio_ws import WebSocket, open_websocket_server
+from trio_ws.protocol import build_request
+
+PING, TEXT = 9, 1
+
+
+async def upgraded(port: int) -> trio.SocketStream:
+    """A raw client connection after a successful opening handshake."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    request, _ = build_request(f"127.0.0.1:{port}", "/")
+    await stream.send_all(request)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(4096)
+    assert head.startswith(b"HTTP/1.1 101")
+    return stream
+
+
+async def flood(stream: trio.SocketStream, chunk: bytes, limit: int) -> int:
+    """Send ``chunk`` again and again, never reading, until ``limit`` bytes or until TCP pushes
+    back for good (every task blocked); the bytes sent."""
+    sent = 0
+
+    async def send() -> None:
+        nonlocal sent
+        while sent < limit:
+            await stream.send_all(chunk)
+            sent += len(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.3)
+        nursery.cancel_scope.cancel()
+    return sent
+
+
+async def test_pongs_to_a_peer_that_never_reads_are_bounded_by_write_high_water() -> None:
+    """A peer sends pings and never reads: the pongs count against ``write_high_water``, and while
+    they cannot be written the reader stops reading (before, every ping was answered into the
+    outbox: 1,000,000 pings took the server from 29 to 271 MiB)."""
+    connections: list[WebSocket] = []
+
+    async def idle(ws: WebSocket) -> None:
+        await ws.accept()
+        connections.append(ws)
+        await trio.sleep_forever()
+
+    limit = 128 * 2**20
+    async with open_websocket_server(idle, "127.0.0.1", 0, ping_interval=None, close_timeout=1) as server:
+        stream = await upgraded(server.port)
+        sent = await flood(stream, frame(PING, b"p" * 125) * 1000, limit)
+        (ws,) = connections
+        assert sent < 32 * 2**20  # TCP pushed back long before the limit
+        assert ws.buffered_amount <= ws.options.write_high_water + 2 * 131
+        await trio.aclose_forcefully(stream)
+
+
+@pytest.mark.parametrize("payload", [b"", b"x"])
+async def test_a_flood_of_empty_or_tiny_messages_is_bounded(payload: bytes) -> None:
+    """A handler that never receives, a peer that sends millions of empty (or one-byte) messages:
+    every message costs something against the read-ahead's bound, so the reader stops and TCP
+    pushes back (before, an empty message counted 0: 3,000,000 of them took 160 MiB)."""
+    connections: list[WebSocket] = []
+
+    async def deaf(ws: WebSocket) -> None:
+        await ws.accept()
+        connections.append(ws)
+        await trio.sleep_forever()
+
+    limit = 3_000_000 * len(frame(TEXT, payload))
+    async with open_websocket_server(deaf, "127.0.0.1", 0, ping_interval=None, close_timeout=1) as server:
+        stream = await upgraded(server.port)
+        sent = await flood(stream, frame(TEXT, payload) * 10_000, limit)
+        (ws,) = connections
+        assert sent < limit
+        # The queue (16), the read-ahead (1 MiB at 64 bytes a message at least), one read's worth.
+        assert ws.pending_messages <= 16 + 2**20 // 64 + 65536 // len(frame(TEXT, payload)) + 1
+        await trio.aclose_forcefully(stream)
