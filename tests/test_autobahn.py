@@ -90,6 +90,75 @@ async def test_autobahn_all_cases_against_our_server(tmp_path: Path) -> None:
     assert result.returncode == 0
 
 
+# kosoku hands every ping the server sends to the case (src/runner.rs, dispatch, Control::Ping: it
+# queues the pong, then calls case.onPing), and Autobahn's base Case.onPing records ("ping", ...)
+# in `received` and calls finishWhenDone, which, for a case without `expected` (12.*, 13.*), sends
+# Close(1000) on the spot: every case still running when a keepalive ping comes FAILs, whatever
+# the server does. (Autobahn's own FuzzingProtocol never passes the peer's pings to the case.) This
+# run keeps kosoku's pong and drops the callback, so the server's pings go on mid-case. 6.4.3 and
+# 6.4.4 are left out: they stream one frame in chops a second apart and kosoku writes its pong
+# inside that frame's payload, which corrupts it (the server then closes 1007, rightly).
+KOSOKU_IGNORING_PINGS = """
+import sys
+import kosoku.cases
+import case
+case.Case.onPing = lambda self, payload: None
+from kosoku._cli import main
+sys.argv[0] = "kosoku"
+main()
+"""
+
+
+@pytest.mark.autobahn
+async def test_autobahn_with_keepalive_pings_mid_case(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: serve_websocket(
+                echo,
+                "127.0.0.1",
+                0,
+                max_message_size=16 * 2**20,
+                ping_interval=0.2,  # shorter than every 12.5.* case from 12.5.3 on
+                ping_timeout=20,
+                compression=DeflateOptions(min_size=0),
+                task_status=task_status,
+            )
+        )
+        selection = ["-i", "2.*", "-i", "5.*", "-i", "6.4.*", "-i", "9.*", "-i", "12.5.*"]
+        with trio.fail_after(600):
+            result = await trio.run_process(
+                [
+                    sys.executable,
+                    "-c",
+                    KOSOKU_IGNORING_PINGS,
+                    f"127.0.0.1:{server.port}",
+                    *selection,
+                    "-x",
+                    "6.4.3",
+                    "-x",
+                    "6.4.4",
+                    "-p",
+                    "2",
+                    "-o",
+                    str(tmp_path),
+                ],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        nursery.cancel_scope.cancel()
+    assert (tmp_path / "index.json").exists(), result.stdout.decode()[-2000:]
+    cases = json.loads((tmp_path / "index.json").read_text())["trio_ws"]
+    reports = {
+        case_id: json.loads((tmp_path / c["reportfile"]).with_suffix(".json").read_text())
+        for case_id, c in cases.items()
+    }
+    pinged = [case_id for case_id, r in reports.items() if r["rxFrameStats"].get("9", 0) > 0]
+    assert len(pinged) >= 10, pinged  # the keepalive really did ping mid-case
+    verdicts(tmp_path / "index.json", "trio_ws", 100)
+    assert result.returncode == 0
+
+
 # Autobahn's fuzzing server accepts permessage-deflate in 13.2, 13.5 and 13.6 only from a client whose
 # offer has client_no_context_takeover; our default offer does not (neither does the websockets
 # library's), so those cases run against a client configured with no_context_takeover=True.

@@ -136,3 +136,33 @@ def test_a_compressed_frame_declaring_more_than_the_limit_can_decode_to_is_refus
     conn = Connection(Role.SERVER, max_message_size=2**20, extension=PerMessageDeflate())
     conn.receive_data(frame(BINARY, b"", rsv=4, length=2**62))  # only the header: not read for ever
     assert conn.failure is not None and conn.failure.code == 1009
+
+
+def test_a_frame_kept_alive_by_the_garbage_collector_does_not_pin_the_buffer() -> None:
+    """The garbage collector may run inside the parser (and an object it collects may warn, which
+    keeps the frames of that moment in a traceback): no slice of the receive buffer may outlive its
+    use, or the next ``receive_data`` could not shrink the buffer (``BufferError``)."""
+    import gc
+    import sys
+
+    kept: list[object] = []
+
+    def keep_frames(phase: str, info: dict[str, int]) -> None:
+        frame = sys._getframe()
+        while frame is not None:
+            kept.append(frame)
+            frame = frame.f_back  # type: ignore[assignment]
+
+    conn = Connection(Role.SERVER)
+    threshold = gc.get_threshold()
+    gc.callbacks.append(keep_frames)
+    gc.set_threshold(1)
+    try:
+        wire = (frame(9, b"p" * 125) + frame(TEXT, b"x" * 300) + frame(BINARY, b"")) * 50
+        for i in range(0, len(wire), 777):
+            conn.receive_data(wire[i : i + 777])
+    finally:
+        gc.callbacks.remove(keep_frames)
+        gc.set_threshold(*threshold)
+    assert kept  # the collector did run in there
+    assert conn.failure is None

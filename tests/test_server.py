@@ -316,7 +316,7 @@ async def test_an_idle_connection_holds_one_reader_task_no_buffer_and_its_header
         except WebSocketDisconnect as exc:
             seen["code"] = exc.code
         finally:
-            seen["tasks"] = len(ws.nursery.child_tasks)  # the reader only: no writer task
+            seen["tasks"] = len(ws.nursery.child_tasks)  # at most the reader, ending: no writer task
             finished.set()
 
     # (Keepalive pings off, as in the benchmark: with them, a keepalive task sleeps too.)
@@ -333,7 +333,8 @@ async def test_an_idle_connection_holds_one_reader_task_no_buffer_and_its_header
             await client.close()
             assert client.close_code == CloseCode.NORMAL_CLOSURE  # our close was answered
         await finished.wait()
-    assert seen == {"code": CloseCode.NORMAL_CLOSURE, "tasks": 1}
+    assert seen["code"] == CloseCode.NORMAL_CLOSURE
+    assert seen["tasks"] <= 1
 
 
 async def test_two_tasks_closing_at_once_both_return() -> None:

@@ -1,11 +1,6 @@
-"""The public API of one connection: :class:`WebSocket`.
-
-It holds no machinery of its own: the inbox (``_inbox.py``) reads and queues messages, the writer
-(``_writer.py``) is the only path to the stream, the ping table (``_pings.py``) matches pongs, and a
-server's pending handshake (``_opening.py``) makes the 101 answer. A server or client builds a
-``WebSocket`` and starts it through the functions of this module (:func:`start_client`) or by
-``accept()``; nothing else reaches inside it.
-"""
+"""The public API of one connection: :class:`WebSocket`. Its machinery is elsewhere: the inbox reads
+and queues messages, the writer is the only path to the stream, the ping table matches pongs, a
+server's pending handshake makes the 101; a client's starts with :func:`start_client`."""
 
 from __future__ import annotations
 

@@ -218,10 +218,11 @@ class Connection(FrameSending):
                             return pos  # wait for the whole control frame (at most 125 bytes)
                         start = pos + hlen
                         pos = start + length
-                        payload = mv[start:pos]
+                        # (No local keeps a slice of mv: a frame kept alive by a traceback, such
+                        # as one the garbage collector made in here, would pin the buffer.)
                         self._control(
                             opcode,
-                            apply_mask(payload, mask) if mask is not None else bytes(payload),
+                            apply_mask(mv[start:pos], mask) if mask is not None else bytes(mv[start:pos]),
                             events,
                         )
                         if opcode == OP_CLOSE:
@@ -235,16 +236,15 @@ class Connection(FrameSending):
                 take = min(left, n - pos)
                 if take == 0 and left > 0:
                     return pos
-                chunk = mv[pos : pos + take]
-                pos += take
                 mask = self._frame_mask
                 if mask is not None:
                     offset = self._frame_offset & 3
                     if offset:
                         mask = mask[offset:] + mask[:offset]
-                    data = apply_mask(chunk, mask)
+                    data = apply_mask(mv[pos : pos + take], mask)
                 else:
-                    data = bytes(chunk)
+                    data = bytes(mv[pos : pos + take])
+                pos += take
                 self._frame_offset += take
                 left -= take
                 if left:
