@@ -104,6 +104,12 @@ class PerMessageDeflate(Extension):
         decoder = self._decoder
         if decoder is None:
             decoder = self._decoder = zlib.decompressobj(-self.remote_max_window_bits)
+        elif decoder.eof:  # the stream ended in an earlier piece of this message (see below)
+            if data.strip(b"\x00"):
+                raise ProtocolError(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "data after the final block")
+            if final:
+                self._decoder = None
+            return b""
         limit = 0 if max_length is None else max_length + 1  # one byte more tells "too big"
         try:
             out = decoder.decompress(data, limit)
@@ -116,11 +122,13 @@ class PerMessageDeflate(Extension):
         if max_length is not None and (len(out) > max_length or decoder.unconsumed_tail):
             raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message too big after decompression")
         if decoder.eof:
-            # The peer ended the DEFLATE stream (BFINAL): nothing may follow in this message, and
-            # the next message starts a new stream.
-            if decoder.unused_data.strip(b"\x00") or not final:
+            # The peer ended the DEFLATE stream (BFINAL): only empty octets may follow in this
+            # message (RFC 7692 §7.2.3.4 sends one), in this piece or a later one, whatever the
+            # chunking; the next message starts a new stream.
+            if decoder.unused_data.strip(b"\x00"):
                 raise ProtocolError(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "data after the final block")
-            self._decoder = None
+            if final:
+                self._decoder = None
         elif final and self.remote_no_context_takeover:
             self._decoder = None
         return out

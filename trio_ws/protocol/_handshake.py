@@ -6,14 +6,13 @@ import base64
 import binascii
 import hashlib
 import os
-import re
 from collections.abc import Sequence
 from http import HTTPStatus
 
 import attrs
 
 from ._errors import HandshakeError
-from ._headers import HEADER_LINE, Headers, check_header, header_tokens, is_token
+from ._headers import STATUS_LINE, Headers, HeadParser, check_header, header_tokens, is_token
 
 __all__ = [
     "ExtensionOffer",
@@ -34,9 +33,6 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_REQUEST_SIZE = 16 * 1024
 MAX_HEADERS = 128
 
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d)\.(\d)")
-_STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
-_EXT_PARAM = re.compile(r'\s*([^\s=;,"]+)\s*(?:=\s*(?:([^\s;,"]+)|"([^"\\]*)"))?\s*')
 
 ExtensionOffer = tuple[str, list[tuple[str, str | None]]]
 
@@ -71,55 +67,12 @@ class Response:
     headers: Headers
 
 
-class _HeadParser:
-    def __init__(self, max_size: int, max_headers: int) -> None:
-        self.max_size = max_size
-        self.max_headers = max_headers
-        self._buf = bytearray()
-        #: Bytes that came after the head (the first frames, possibly): hand them to the connection.
-        self.trailing = b""
-
-    def _feed(self, data: bytes | bytearray) -> list[bytes] | None:
-        if not self._buf and isinstance(data, bytes):  # usually the whole head comes in one read
-            end = data.find(b"\r\n\r\n")
-            if end >= 0 and end + 4 <= self.max_size:
-                lines = data[:end].split(b"\r\n")
-                if len(lines) - 1 > self.max_headers:
-                    raise HandshakeError(431, "too many request headers")
-                self.trailing = data[end + 4 :]
-                return lines
-        start = max(0, len(self._buf) - 3)
-        self._buf += data
-        end = self._buf.find(b"\r\n\r\n", start)
-        if end < 0:
-            if len(self._buf) > self.max_size:
-                raise HandshakeError(431, "request header block too large")
-            return None
-        if end + 4 > self.max_size:
-            raise HandshakeError(431, "request header block too large")
-        self.trailing = bytes(self._buf[end + 4 :])
-        lines = bytes(self._buf[:end]).split(b"\r\n")
-        self._buf = bytearray()
-        if len(lines) - 1 > self.max_headers:
-            raise HandshakeError(431, "too many request headers")
-        return lines
-
-    @staticmethod
-    def _headers(lines: list[bytes], status: int) -> Headers:
-        items: list[tuple[bytes, bytes]] = []
-        match = HEADER_LINE.fullmatch
-        for line in lines:
-            m = match(line)
-            if m is None:
-                raise HandshakeError(status, "malformed header line")
-            items.append((m[1], m[2]))
-        return Headers._parsed(b"\r\n".join(lines), tuple(items))
-
-
-class RequestParser(_HeadParser):
+class RequestParser(HeadParser):
     """Reads an HTTP/1.1 request head from bytes in any chunking.
 
-    ``max_size`` bounds the head (431 beyond), ``max_headers`` the header lines (431 beyond).
+    ``max_size`` bounds the head (431 beyond), ``max_headers`` the header lines (431 beyond). A
+    request is refused (400) on the first byte that shows it can never be valid (binary data, a TLS
+    ClientHello, a line ended by a bare LF, a malformed line), not when the head is complete.
     """
 
     def __init__(self, max_size: int = MAX_REQUEST_SIZE, max_headers: int = MAX_HEADERS) -> None:
@@ -129,49 +82,47 @@ class RequestParser(_HeadParser):
         """Return the request once its head is complete, else ``None`` (feed more).
 
         ``b""`` (end of stream) before the head is complete raises 400. Malformed input raises
-        :class:`HandshakeError` with the status to answer. Next: :func:`validate_request`, and pass
-        :attr:`trailing` to the connection.
+        :class:`HandshakeError` with the status to answer, as soon as the bytes show it. Next:
+        :func:`validate_request`, and pass :attr:`trailing` to the connection.
         """
         if not data:
             raise HandshakeError(400, "connection closed before the request was complete")
-        lines = self._feed(data)
-        if lines is None:
+        head = self._feed(data)
+        if head is None:
             return None
-        m = _REQUEST_LINE.fullmatch(lines[0])
-        if m is None:
-            raise HandshakeError(400, "malformed request line")
+        (method, target, version), headers = head
         return Request(
-            method=m[1].decode("ascii"),
-            target=m[2].decode("latin-1"),
-            headers=self._headers(lines[1:], 400),
-            http_version=f"{m[3].decode()}.{m[4].decode()}",
+            method=method.decode("ascii"),
+            target=target.decode("latin-1"),
+            headers=headers,
+            http_version=version.decode("ascii"),
         )
 
 
-class ResponseParser(_HeadParser):
+class ResponseParser(HeadParser):
     """Reads the server's response head, on the client."""
+
+    first_kind = STATUS_LINE
+    first_name = "status line"
 
     def __init__(self, max_size: int = MAX_REQUEST_SIZE, max_headers: int = MAX_HEADERS) -> None:
         super().__init__(max_size, max_headers)
 
+    def _error(self, status: int, reason: str) -> HandshakeError:
+        return HandshakeError(0, f"invalid response: {reason}")
+
     def receive_data(self, data: bytes | bytearray) -> Response | None:
-        """Return the response once its head is complete, else ``None``; next: :func:`validate_response`."""
+        """Return the response once its head is complete, else ``None``; next: :func:`validate_response`.
+
+        An invalid response raises :class:`HandshakeError` with status 0.
+        """
         if not data:
             raise HandshakeError(0, "connection closed before the handshake response")
-        try:
-            lines = self._feed(data)
-        except HandshakeError as exc:
-            raise HandshakeError(0, f"invalid response: {exc.reason}") from None
-        if lines is None:
+        head = self._feed(data)
+        if head is None:
             return None
-        m = _STATUS_LINE.fullmatch(lines[0])
-        if m is None:
-            raise HandshakeError(0, "malformed status line")
-        try:
-            headers = self._headers(lines[1:], 0)
-        except HandshakeError as exc:
-            raise HandshakeError(0, f"invalid response: {exc.reason}") from None
-        return Response(int(m[1]), (m[2] or b"").decode("latin-1"), headers)
+        (status, reason), headers = head
+        return Response(int(status), reason.decode("latin-1"), headers)
 
 
 def _single(headers: Headers, name: str, status: int = 400) -> str:
@@ -210,8 +161,8 @@ def validate_request(request: Request) -> str:
             [("Sec-WebSocket-Version", "13")],
         )
     key = _single(headers, "sec-websocket-key")
-    try:
-        valid = len(base64.b64decode(key, validate=True)) == 16
+    try:  # (base64 refuses text with a non-ASCII character by a plain ValueError)
+        valid = key.isascii() and len(base64.b64decode(key, validate=True)) == 16
     except binascii.Error:
         valid = False
     if not valid:
@@ -231,7 +182,11 @@ def subprotocols(headers: Headers, status: int = 400) -> list[str]:
 
 
 def parse_extensions(headers: Headers, status: int = 400) -> list[ExtensionOffer]:
-    """The ``Sec-WebSocket-Extensions`` list (§9.1): ``[(name, [(param, value or None), ...]), ...]``."""
+    """The ``Sec-WebSocket-Extensions`` list (§9.1): ``[(name, [(param, value or None), ...]), ...]``.
+
+    Raises :class:`HandshakeError` with ``status`` for a name, parameter or value that is not a token
+    (a value may be a quoted token).
+    """
     out: list[ExtensionOffer] = []
     for element in header_tokens(headers, "sec-websocket-extensions"):
         name, *params = element.split(";")
@@ -240,13 +195,24 @@ def parse_extensions(headers: Headers, status: int = 400) -> list[ExtensionOffer
             raise HandshakeError(status, f"invalid extension {element!r}")
         parsed: list[tuple[str, str | None]] = []
         for param in params:
-            m = _EXT_PARAM.fullmatch(param)
-            value = None if m is None else m[2] if m[2] is not None else m[3]
-            if m is None or not is_token(m[1]) or (value is not None and not is_token(value)):
+            pair = _extension_param(param)
+            if pair is None:
                 raise HandshakeError(status, f"invalid extension parameter in {element!r}")
-            parsed.append((m[1], value))
+            parsed.append(pair)
         out.append((name, parsed))
     return out
+
+
+def _extension_param(param: str) -> tuple[str, str | None] | None:
+    """``token [= (token | quoted token)]``, whitespace around each part allowed; ``None`` if not."""
+    name, eq, value = param.strip().partition("=")
+    name = name.rstrip()
+    if not eq:
+        return (name, None) if is_token(name) else None
+    value = value.lstrip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return (name, value) if is_token(name) and is_token(value) else None
 
 
 def _head(first_line: str, headers: Sequence[tuple[str | bytes, str | bytes]]) -> bytes:
