@@ -19,7 +19,7 @@ import trio_ws
 from trio_ws.protocol import (
     DeflateOptions,
     HandshakeError,
-    Request,
+    RequestHead,
     RequestParser,
     ResponseParser,
     negotiate_deflate,
@@ -45,13 +45,13 @@ def request(*extra: bytes, **replace: bytes) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def parse_whole(data: bytes, max_size: int = 1 << 20) -> Request:
+def parse_whole(data: bytes, max_size: int = 1 << 20) -> RequestHead:
     parsed = RequestParser(max_size=max_size).receive_data(data)
     assert parsed is not None
     return parsed
 
 
-def parse_bytewise(data: bytes, max_size: int = 1 << 20) -> Request:
+def parse_bytewise(data: bytes, max_size: int = 1 << 20) -> RequestHead:
     parser = RequestParser(max_size=max_size)
     for i in range(len(data) - 1):
         assert parser.receive_data(data[i : i + 1]) is None

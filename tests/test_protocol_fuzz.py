@@ -30,9 +30,9 @@ from trio_ws.protocol import (
     Headers,
     PerMessageDeflate,
     ProtocolError,
-    Request,
+    RequestHead,
     RequestParser,
-    Response,
+    ResponseHead,
     ResponseParser,
     Role,
     TextMessage,
@@ -186,14 +186,14 @@ def test_extension_negotiation_agrees_and_raises_only_handshake_errors(
 # ------------------------------------------------------------------ the handshake parsers
 
 #: What feeding a head parser gave: the request or response and the bytes after it, or a status.
-Outcome = tuple[Request | Response | None, bytes, int | None]
+Outcome = tuple[RequestHead | ResponseHead | None, bytes, int | None]
 ParserType = type[RequestParser] | type[ResponseParser]
 
 
 def feed_head(parser_type: ParserType, chunks: list[bytes], max_size: int) -> Outcome:
     """Feed ``chunks``, then the end of the stream if the head is incomplete; other errors propagate."""
     parser = parser_type(max_size=max_size)
-    result: Request | Response | None = None
+    result: RequestHead | ResponseHead | None = None
     try:
         for chunk in chunks:
             got = parser.receive_data(chunk)
@@ -226,7 +226,7 @@ def test_head_parsers_random_and_mutated_input(
         assert refused is None or refused in ({0} if parser_type is ResponseParser else {400, 431})
         assert (got, after) == (result, trailing), outcomes
         assert got is None or (result is not None and got.headers.raw == result.headers.raw)
-    if isinstance(result, Request):
+    if isinstance(result, RequestHead):
         try:
             assert len(validate_request(result)) == 24
         except HandshakeError as exc:

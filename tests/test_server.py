@@ -326,7 +326,7 @@ async def test_an_idle_connection_holds_one_reader_task_no_buffer_and_its_header
             await trio.testing.wait_all_tasks_blocked()
             (ws,) = server.connections
             assert ws.pending_messages == 0 and ws.buffered_amount == 0
-            assert ws.headers._raw is None and ws.headers._index is None
+            assert ws.headers.is_compact
             assert ws.nursery.child_tasks and len(ws.nursery.child_tasks) == 1  # the reader
             assert ws.headers["host"] == f"127.0.0.1:{server.port}"
             assert dict(ws.headers.raw)[b"Sec-WebSocket-Version"] == b"13"

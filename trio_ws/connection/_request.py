@@ -13,8 +13,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import attrs
 
-from ..protocol import Headers, subprotocols
-from ..protocol import Request as RawRequest
+from ..protocol import Headers, RequestHead, subprotocols
 
 __all__ = ["URL", "HTTPResponse", "QueryParams", "Request", "RequestView"]
 
@@ -158,7 +157,7 @@ class Request:
 
     def __init__(
         self,
-        raw: RawRequest,
+        raw: RequestHead,
         *,
         scheme: str = "ws",
         client: tuple[str, int] | None = None,

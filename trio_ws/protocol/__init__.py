@@ -19,9 +19,9 @@ from ._frames import (
 )
 from ._handshake import (
     ExtensionOffer,
-    Request,
+    RequestHead,
     RequestParser,
-    Response,
+    ResponseHead,
     ResponseParser,
     accept_key,
     build_request,
@@ -55,9 +55,9 @@ __all__ = [
     "Ping",
     "Pong",
     "ProtocolError",
-    "Request",
+    "RequestHead",
     "RequestParser",
-    "Response",
+    "ResponseHead",
     "ResponseParser",
     "Role",
     "TextMessage",

@@ -16,9 +16,9 @@ from ._headers import STATUS_LINE, Headers, HeadParser, check_header, header_tok
 
 __all__ = [
     "ExtensionOffer",
-    "Request",
+    "RequestHead",
     "RequestParser",
-    "Response",
+    "ResponseHead",
     "ResponseParser",
     "accept_key",
     "build_request",
@@ -44,7 +44,7 @@ def accept_key(key: str | bytes) -> str:
 
 
 @attrs.frozen
-class Request:
+class RequestHead:
     """An HTTP request head, as received."""
 
     method: str
@@ -59,7 +59,7 @@ class Request:
 
 
 @attrs.frozen
-class Response:
+class ResponseHead:
     """An HTTP response head, as received by a client."""
 
     status: int
@@ -78,7 +78,7 @@ class RequestParser(HeadParser):
     def __init__(self, max_size: int = MAX_REQUEST_SIZE, max_headers: int = MAX_HEADERS) -> None:
         super().__init__(max_size, max_headers)
 
-    def receive_data(self, data: bytes | bytearray) -> Request | None:
+    def receive_data(self, data: bytes | bytearray) -> RequestHead | None:
         """Return the request once its head is complete, else ``None`` (feed more).
 
         ``b""`` (end of stream) before the head is complete raises 400. Malformed input raises
@@ -87,11 +87,11 @@ class RequestParser(HeadParser):
         """
         if not data:
             raise HandshakeError(400, "connection closed before the request was complete")
-        head = self._feed(data)
+        head = self.feed(data)
         if head is None:
             return None
         (method, target, version), headers = head
-        return Request(
+        return RequestHead(
             method=method.decode("ascii"),
             target=target.decode("latin-1"),
             headers=headers,
@@ -111,18 +111,18 @@ class ResponseParser(HeadParser):
     def _error(self, status: int, reason: str) -> HandshakeError:
         return HandshakeError(0, f"invalid response: {reason}")
 
-    def receive_data(self, data: bytes | bytearray) -> Response | None:
+    def receive_data(self, data: bytes | bytearray) -> ResponseHead | None:
         """Return the response once its head is complete, else ``None``; next: :func:`validate_response`.
 
         An invalid response raises :class:`HandshakeError` with status 0.
         """
         if not data:
             raise HandshakeError(0, "connection closed before the handshake response")
-        head = self._feed(data)
+        head = self.feed(data)
         if head is None:
             return None
         (status, reason), headers = head
-        return Response(int(status), reason.decode("latin-1"), headers)
+        return ResponseHead(int(status), reason.decode("latin-1"), headers)
 
 
 def _single(headers: Headers, name: str, status: int = 400) -> str:
@@ -132,7 +132,7 @@ def _single(headers: Headers, name: str, status: int = 400) -> str:
     return values[0]
 
 
-def validate_request(request: Request) -> str:
+def validate_request(request: RequestHead) -> str:
     """Check a WebSocket upgrade request (§4.2.1) and return its ``Sec-WebSocket-Key``.
 
     Raises :class:`HandshakeError`: 426 for a plain HTTP request, whatever its method (with
@@ -308,7 +308,7 @@ def build_request(
 
 
 def validate_response(
-    response: Response,
+    response: ResponseHead,
     key: str,
     offered_subprotocols: Sequence[str] = (),
     offered_extensions: Sequence[str] = (),

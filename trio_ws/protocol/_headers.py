@@ -138,7 +138,7 @@ class Headers(Mapping[str, str]):
         self._index: dict[str, list[str]] | None = None
 
     @classmethod
-    def _parsed(cls, block: bytes, raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
+    def from_parsed(cls, block: bytes, raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
         """Headers that a parser has checked: the header lines as received (CRLF-separated) and
         their pairs."""
         headers = cls.__new__(cls)
@@ -175,6 +175,11 @@ class Headers(Mapping[str, str]):
         self._index = None
         if self._block is not None:
             self._raw = None
+
+    @property
+    def is_compact(self) -> bool:
+        """Whether only the bytes received are held now (no pairs, no index; see :meth:`compact`)."""
+        return self._raw is None and self._index is None
 
     @property
     def raw(self) -> tuple[tuple[bytes, bytes], ...]:
@@ -257,7 +262,7 @@ class HeadParser:
     def _malformed(self) -> HandshakeError:
         return self._error(400, f"malformed {self.first_name if self._first is None else 'header line'}")
 
-    def _feed(self, data: bytes | bytearray) -> tuple[tuple[bytes, ...], Headers] | None:
+    def feed(self, data: bytes | bytearray) -> tuple[tuple[bytes, ...], Headers] | None:
         """The first line's parts (:func:`parse_line`) and the headers once the head is complete,
         else ``None``; once it was complete, more bytes add to :attr:`trailing`. Raises
         :class:`HandshakeError` (400 malformed, 431 too large)."""
@@ -290,7 +295,7 @@ class HeadParser:
                 if self._first is None:
                     raise self._malformed()
                 block = bytes(buf[self._block : max(self._block, start - 2)])
-                head = self._first, Headers._parsed(block, tuple(self._fields))
+                head = self._first, Headers.from_parsed(block, tuple(self._fields))
                 self.trailing = bytes(buf[lf + 1 :])
                 self._done = True
                 self._buf, self._fields = bytearray(), []
@@ -328,4 +333,4 @@ class HeadParser:
             if pair is None:
                 raise self._error(400, "malformed header line")
             items.append(pair)
-        return Headers._parsed(b"\r\n".join(lines), tuple(items))
+        return Headers.from_parsed(b"\r\n".join(lines), tuple(items))

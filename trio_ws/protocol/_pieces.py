@@ -40,6 +40,11 @@ class Pieces:
         if len(small) >= BATCH:
             self._flush()
 
+    @property
+    def objects(self) -> int:
+        """How many objects hold the pieces now."""
+        return len(self._parts) + len(self._small)
+
     def _flush(self) -> None:
         self._parts.append(self._empty.join(self._small))
         self._small.clear()
