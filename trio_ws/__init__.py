@@ -29,7 +29,6 @@ from .client import open_websocket, open_websocket_url
 from .connection import (
     URL,
     ConnectionClosed,
-    Handler,
     HandshakeRejected,
     HTTPResponse,
     MessageLimit,
@@ -42,7 +41,7 @@ from .connection import (
     WebSocketState,
 )
 from .protocol import CloseCode, DeflateOptions, Headers
-from .server import ProcessRequest, WebSocketServer
+from .server import Handler, ProcessRequest, WebSocketServer
 
 __version__ = "0.1.0.dev0"
 

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import trio
 
 from .app import open_websocket_server
-from .connection import Handler
+from .server import Handler
 
 __all__ = ["main"]
 

@@ -17,7 +17,8 @@ from typing import Any, final
 
 import attrs
 
-from ..connection import Handler, WebSocket, WebSocketOptions
+from ..connection import WebSocket, WebSocketOptions
+from ..server import Handler
 from ._auth import AuthBackend, Guard
 from ._security import RateLimit, SecurityPolicy
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import trio
 
-from ..connection import Handler, WebSocketOptions
-from ..server import ProcessRequest, WebSocketServer, open_listeners, run_server
+from ..connection import WebSocketOptions
+from ..server import Handler, ProcessRequest, WebSocketServer, open_listeners, run_server
 from ._auth import AuthBackend, Guard
 from ._security import RateLimit, SecurityPolicy
 

@@ -19,14 +19,13 @@ from ._limits import MessageLimit
 from ._opening import Registry, ServerHandshake
 from ._options import WebSocketOptions, WebSocketState
 from ._request import URL, HTTPResponse, QueryParams, Request
-from ._websocket import Handler, WebSocket, start_client
+from ._websocket import WebSocket, start_client
 from ._writer import answer_and_linger
 
 __all__ = [
     "URL",
     "ConnectionClosed",
     "HTTPResponse",
-    "Handler",
     "HandshakeRejected",
     "JSONMode",
     "MessageIterator",

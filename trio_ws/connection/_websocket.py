@@ -4,7 +4,7 @@ server's pending handshake makes the 101; a client's starts with :func:`start_cl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, final
 
 import attrs
@@ -21,11 +21,7 @@ from ._pings import PingTable, keepalive
 from ._request import Request, RequestView
 from ._writer import Writer, answer_and_linger
 
-__all__ = ["Handler", "Registry", "WebSocket", "start_client"]
-
-Handler = Callable[..., Awaitable[None]]
-"""``async def handler(ws: WebSocket, **path_params) -> None``; a ``Router`` is one too."""
-
+__all__ = ["WebSocket", "start_client"]
 
 @final
 class WebSocket(Messaging, RequestView):

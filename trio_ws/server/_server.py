@@ -14,7 +14,6 @@ from typing import Any, final
 import trio
 
 from ..connection import (
-    Handler,
     WebSocket,
     WebSocketClose,
     WebSocketDisconnect,
@@ -24,7 +23,7 @@ from ..connection import (
 from ..protocol import CloseCode, error_response
 from ._access import AccessRecord, peer_address
 from ._proxies import parse_networks
-from ._upgrade import HandshakePolicy, ProcessRequest, Upgrader
+from ._upgrade import Handler, HandshakePolicy, ProcessRequest, Upgrader
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup

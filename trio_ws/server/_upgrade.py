@@ -27,10 +27,12 @@ from ..protocol import HandshakeError, RequestParser, Role, error_response, vali
 from ._access import AccessRecord
 from ._proxies import Network, client_address
 
-__all__ = ["HandshakePolicy", "ProcessRequest", "Upgrader", "http_answer"]
+__all__ = ["Handler", "HandshakePolicy", "ProcessRequest", "Upgrader", "http_answer"]
 
 logger = logging.getLogger("trio_ws")
 
+Handler = Callable[..., Awaitable[None]]
+"""``async def handler(ws: WebSocket, **path_params) -> None``; a ``Router`` is one too."""
 ProcessRequest = Callable[[Request], Awaitable[HTTPResponse | None]]
 """``async def process_request(request: Request) -> HTTPResponse | None``: the server's HTTP hook."""
 

@@ -12,8 +12,8 @@ import trio
 import trio.testing
 
 from ..client import connect_websocket, run_client
-from ..connection import Handler, WebSocket, WebSocketOptions
-from ..server import ProcessRequest, WebSocketServer
+from ..connection import WebSocket, WebSocketOptions
+from ..server import Handler, ProcessRequest, WebSocketServer
 
 __all__ = ["TestClient", "open_test_client"]
 
