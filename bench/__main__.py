@@ -1,4 +1,4 @@
-"""Issue 7's performance budget in one run: ``python -m bench`` (``--quick`` for one repeat of 2 s).
+"""The performance budget in one run: ``python -m bench`` (``--quick`` for one repeat of 2 s).
 
 Every cell runs each server in its own process pinned to core 0; the load generator (this process,
 raw sockets with pre-built masked frames, checking every echoed byte) is pinned to core 1. Medians of
