@@ -166,3 +166,21 @@ def test_a_frame_kept_alive_by_the_garbage_collector_does_not_pin_the_buffer() -
         gc.set_threshold(*threshold)
     assert kept  # the collector did run in there
     assert conn.failure is None
+
+
+def test_an_unfinished_message_of_tiny_fragments_holds_about_its_size() -> None:
+    """60,000 one-byte fragments of an unfinished binary message: about 60 KB held, not an object
+    per fragment (before: 2.4 MB for these, 40 MiB for a million)."""
+    import tracemalloc
+
+    wire = frame(BINARY, b"a", fin=False) + frame(CONT, b"b", fin=False) * 60_000
+    conn = Connection(Role.SERVER, max_message_size=2**20)
+    tracemalloc.start()
+    try:
+        conn.receive_data(wire)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert conn.failure is None
+    assert held < 400_000
+    assert 60_000 <= conn.buffered_bytes < 70_000

@@ -39,6 +39,7 @@ async def open_websocket_server(
     max_connections: int | None = None,
     max_connections_per_client: int | None = None,
     trusted_proxies: Sequence[str] = (),
+    max_buffered_bytes: int | None = None,
     **options: Any,
 ) -> AsyncIterator[WebSocketServer]:
     """Serve ``handler`` on ``host:port`` (or on ready-made ``listeners``) for the block's duration.
@@ -58,6 +59,12 @@ async def open_websocket_server(
     ``max_connections`` (503 beyond) and ``max_connections_per_client`` (429 beyond) cap
     connections; ``trusted_proxies`` (addresses or CIDR networks) are the proxies whose
     ``Forwarded`` / ``X-Forwarded-For`` headers say who the client is.
+
+    ``max_buffered_bytes``: the bytes all connections together may hold in memory — messages not yet
+    taken by their handlers, messages still arriving, bytes not yet written (default: 256 MiB, or 16
+    messages of ``max_message_size`` if that is more). Once it is reached, readers pause (TCP
+    pushes back on the peers), new handshakes get 503, and a connection that holds part of a message
+    and has waited ``close_timeout`` is closed with 1013 (try again later).
 
     Keyword ``options`` are :class:`WebSocketOptions` fields. Leaving the block — normally, by an
     exception or by cancellation — shuts down gracefully (see :meth:`WebSocketServer.aclose`).
@@ -80,6 +87,7 @@ async def open_websocket_server(
         max_connections=max_connections,
         max_connections_per_client=max_connections_per_client,
         trusted_proxies=trusted_proxies,
+        max_buffered_bytes=max_buffered_bytes,
     )
     async with run_server(server):
         yield server

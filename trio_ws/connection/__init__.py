@@ -6,6 +6,7 @@ The names below without a leading underscore are this layer's interface to the l
 (server, client, application); the package ``trio_ws`` re-exports the public ones.
 """
 
+from ._budget import BufferBudget
 from ._exceptions import (
     ConnectionClosed,
     HandshakeRejected,
@@ -24,6 +25,7 @@ from ._writer import answer_and_linger
 
 __all__ = [
     "URL",
+    "BufferBudget",
     "ConnectionClosed",
     "HTTPResponse",
     "HandshakeRejected",

@@ -1,21 +1,11 @@
-"""The inbox: the reader task, the bounded queue of received messages, and receive backpressure.
-
-The reader task is the only reader of the stream. It feeds the bytes to the sans-I/O protocol,
-answers pings and the peer's close frame (through the writer), and puts whole messages into a
-bounded queue (``max_queue`` messages). Flow control, all of it here:
-
-- While the queue is full, or holds more than ``queue_high_water`` bytes, the reader stops reading
-  the stream, so TCP pushes back on the peer; it reads again once the handler has brought the queue
-  down to ``queue_low_water`` bytes.
-- If the handler stays behind for a while (:data:`READ_AHEAD_AFTER`), the reader reads ahead into a
-  backlog bounded by ``queue_high_water`` bytes, so that a close frame from the peer is seen and
-  answered even while the handler is not reading. Every message costs at least
-  :data:`MESSAGE_OVERHEAD` bytes against these bounds, so empty messages cannot pile up.
-- While the writer's outbox is over ``write_high_water`` (pongs a peer that never reads makes us
-  send), the reader stops reading too.
-- Nothing read is lost: a message parsed by the read-ahead reaches the queue, however the delivery
-  and the read-ahead interleave; only a close of ours (``close()``) or the deadline after the
-  peer's close (``close_timeout``) drops what the handler has not taken.
+"""The inbox: the reader task (the only reader of the stream), the bounded queue of received
+messages, and all of receive backpressure. The reader stops reading, so TCP pushes back, while the
+queue is full or over ``queue_high_water`` bytes (until ``queue_low_water``), while the writer is over
+``write_high_water`` with pongs, and while the server's buffer budget is spent. A handler behind for
+:data:`READ_AHEAD_AFTER` makes it read ahead into a backlog bounded by ``queue_high_water``, so that the
+peer's close is seen and answered; each message costs :data:`MESSAGE_OVERHEAD` bytes at the least.
+Nothing read is lost: only ``close()``, or the deadline after the peer's close, drops what the
+handler has not taken.
 """
 
 from __future__ import annotations
@@ -27,10 +17,11 @@ from typing import final
 import trio
 
 from ..protocol import BytesMessage, CloseCode, CloseReceived, Connection, ConnectionState, Pong, TextMessage
+from ._budget import BufferBudget
 from ._io import receive_some
 from ._limits import MessageMeter
 from ._options import WebSocketOptions
-from ._pacing import note_resumed, yield_if_due
+from ._pacing import note_resumed
 from ._pings import PingTable
 from ._queue import MessageQueue
 from ._writer import Writer
@@ -49,34 +40,14 @@ MESSAGE_OVERHEAD = 64
 
 @final
 class Inbox:
-    """The receiving half of one connection: see the module.
-
-    ``on_closed`` is called once, when the reader is done (the closing handshake is over, the
-    connection failed, or the stream ended) and before the stream is closed.
-    """
+    """The receiving half of one connection (see the module). ``on_closed`` is called once, when
+    the reader is done (the closing handshake over, a failure, the stream ended)."""
 
     __slots__ = (
-        "_backlog",
-        "_backlog_bytes",
-        "_conn",
-        "_deliver_scope",
-        "_done",
-        "_drained",
-        "_draining",
-        "_meter",
-        "_on_closed",
-        "_options",
-        "_over_limit",
-        "_queue",
-        "_queued_bytes",
-        "_receiving",
-        "_resume_reading",
-        "_stream",
-        "_unreceived",
-        "_writer",
-        "finished",
-        "peer_closed",
-        "pings",
+        "_backlog", "_backlog_bytes", "_budget", "_conn", "_deliver_scope", "_done", "_drained",
+        "_draining", "_meter", "_on_closed", "_options", "_over_limit", "_partial", "_queue",
+        "_queued_bytes", "_receiving", "_resume_reading", "_stream", "_unreceived", "_writer", "finished",
+        "peer_closed", "pings",
     )
 
     def __init__(
@@ -86,6 +57,7 @@ class Inbox:
         writer: Writer,
         options: WebSocketOptions,
         on_closed: Callable[[], None],
+        budget: BufferBudget | None = None,
     ) -> None:
         self._stream = stream
         self._conn = conn
@@ -94,6 +66,8 @@ class Inbox:
         #: The connection's pings waiting for a pong (set with the first ping).
         self.pings: PingTable | None = None
         self._on_closed = on_closed
+        self._budget = budget  # what is held here counts against it
+        self._partial = 0  # what the message in progress holds, as counted in the budget
         self._queue: MessageQueue[Message] = MessageQueue(options.max_queue)
         self._queued_bytes = 0
         self._unreceived = 0  # messages delivered to the queue that no receive() has returned yet
@@ -107,15 +81,14 @@ class Inbox:
         limit = options.message_limit
         self._meter = None if limit is None else MessageMeter(limit, trio.current_time())
         self._draining = False  # close() was called: deliver nothing more
-        self._over_limit = False
-        self._receiving = False
+        self._over_limit = self._receiving = False
         #: The peer's close frame arrived.
         self.peer_closed = False
         #: The reader is done: nothing more will be received.
         self.finished = False
 
     def start(self, nursery: trio.Nursery, trailing: bytes) -> None:
-        """Start the reader task; ``trailing``: bytes that came after the opening handshake."""
+        """Start the reader; ``trailing``: what came after the opening handshake."""
         nursery.start_soon(self._run, trailing)
 
     @property
@@ -123,40 +96,30 @@ class Inbox:
         """Messages received and not yet taken by :meth:`receive`."""
         return len(self._queue) + (len(self._backlog) if self._backlog else 0)
 
-    @property
-    def pending_bytes(self) -> int:
-        """What they cost against the byte bounds (their payload, :data:`MESSAGE_OVERHEAD` at least
-        each)."""
-        return self._queued_bytes + self._backlog_bytes
 
-    # ----------------------------------------------------------- the handler
-
-    async def receive(self) -> Message | None:
-        """The next message, or ``None`` once the reader is done and every message was taken.
-        A checkpoint (a schedule point only when one is due, if a message was waiting).
-        ``trio.BusyResourceError`` if another task is receiving."""
+    def take(self) -> Message | None:
+        """A waiting message or ``None`` (the caller checkpoints); ``trio.EndOfChannel`` at the end;
+        ``trio.BusyResourceError`` if another task waits in :meth:`wait`."""
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving from this WebSocket")
-        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            message = self._queue.get_nowait()
+        except trio.WouldBlock:
+            return None
+        self._dequeued(message)
+        return message
+
+    async def wait(self) -> Message | None:
+        """Wait for the next message (after :meth:`take` gave none); ``None`` at the end."""
         self._receiving = True
         queue = self._queue
         try:
+            await queue.wait()
             try:
-                message: Message | None = queue.get_nowait()
-            except trio.WouldBlock:
-                message = None  # (not awaited in here: the exception would live as long as the wait)
+                message = queue.get_nowait()
             except trio.EndOfChannel:
-                await trio.lowlevel.cancel_shielded_checkpoint()  # a loop of failing receives yields
                 return None
-            if message is None:
-                await queue.wait()
-                try:
-                    message = queue.get_nowait()
-                except trio.EndOfChannel:  # after a wait: the scheduler has run
-                    return None
-                note_resumed()
-            else:
-                await yield_if_due()  # a message was waiting: a scheduler round trip only when due
+            note_resumed()
         finally:
             self._receiving = False
         self._dequeued(message)
@@ -177,8 +140,24 @@ class Inbox:
                 self._done = trio.Event()
             await self._done.wait()
 
+    def discard(self) -> None:
+        """Nothing will receive any more (the handler is done): drop what is queued."""
+        self._draining = True
+        while True:
+            try:
+                message = self._queue.get_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            self._dequeued(message)
+
     def _dequeued(self, message: Message) -> None:
-        self._queued_bytes -= max(len(message.data), MESSAGE_OVERHEAD)
+        size = n if (n := len(message.data)) > MESSAGE_OVERHEAD else MESSAGE_OVERHEAD
+        self._queued_bytes -= size
+        budget = self._budget
+        if budget is not None:
+            budget.used -= size
+            if budget.room is not None:
+                budget.released()
         self._unreceived -= 1
         if self._drained is not None and not self._unreceived:
             self._drained.set()
@@ -187,7 +166,6 @@ class Inbox:
             self._resume_reading = None
             resume.set()
 
-    # ------------------------------------------------------------ the reader
 
     async def _run(self, trailing: bytes) -> None:
         conn = self._conn
@@ -217,6 +195,9 @@ class Inbox:
                         break
                     if conn.state is ConnectionState.CLOSED:
                         break
+                if self._budget is not None and self._budget.full and not await self._budget_room():
+                    await self._fail(CloseCode.TRY_AGAIN_LATER, "server overloaded")
+                    break
                 data = await receive_some(stream, _RECEIVE_SIZE)
                 if not data:
                     conn.receive_data(b"")
@@ -231,8 +212,10 @@ class Inbox:
         finally:
             self.finished = True
             self._queue.close()
-            self._backlog = None
-            self._backlog_bytes = 0
+            self._drop_backlog()
+            if self._budget is not None:
+                self._budget.refund(self._partial)
+                self._partial = 0
             self._on_closed()
             if self._done is not None:
                 self._done.set()
@@ -241,6 +224,20 @@ class Inbox:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + self._options.close_timeout):
                 if not writer.closed:
                     await writer.close()  # (a checkpoint)
+
+    async def _budget_room(self) -> bool:
+        """The server's budget is spent: wait (TCP pushes back meanwhile). ``False`` if this
+        connection holds part of a message and waited ``close_timeout``: it is closed (1013), so
+        that messages that never complete cannot keep the budget spent."""
+        assert self._budget is not None
+        conn = self._conn
+        return await self._budget.wait_room(self._options.close_timeout, lambda: conn.buffered_bytes > 0)
+
+    def _drop_backlog(self) -> None:
+        if self._budget is not None:
+            self._budget.refund(self._backlog_bytes)
+        self._backlog = None
+        self._backlog_bytes = 0
 
     def _stream_failed(self) -> None:
         conn = self._conn
@@ -251,7 +248,13 @@ class Inbox:
     def _process(self, data: bytes | bytearray) -> None:
         """Feed received bytes to the protocol; whole messages go to the backlog."""
         meter = self._meter
-        for event in self._conn.receive_data(data):
+        conn = self._conn
+        events = conn.receive_data(data)
+        budget = self._budget
+        if budget is not None:
+            budget.used += (partial := conn.buffered_bytes) - self._partial
+            self._partial = partial
+        for event in events:
             if isinstance(event, (TextMessage, BytesMessage)):
                 if self._draining or self._over_limit:
                     continue
@@ -261,34 +264,33 @@ class Inbox:
                 if self._backlog is None:
                     self._backlog = collections.deque()
                 self._backlog.append(event)
-                self._backlog_bytes += max(len(event.data), MESSAGE_OVERHEAD)
+                size = n if (n := len(event.data)) > MESSAGE_OVERHEAD else MESSAGE_OVERHEAD
+                self._backlog_bytes += size
+                if budget is not None:
+                    budget.used += size
             elif isinstance(event, Pong):
                 if self.pings is not None:
                     self.pings.answered(event.payload, trio.current_time())
             elif isinstance(event, CloseReceived):
                 self.peer_closed = True
 
-    def _send_replies(self, start: bool = True) -> None:
-        """Queue the pongs and the close reply the protocol made by itself (control frames may go
-        between the fragments of a message). ``start=False``: the caller flushes them itself."""
+    def _send_replies(self, start: bool = True) -> bool:
+        """Queue the pongs and close reply the protocol made (``True`` if any; control frames may go
+        between fragments). ``start=False``: the caller flushes them itself."""
         out = self._conn.data_to_send()
         if out:
             self._writer.write(out, start=start)
+        return bool(out)
 
     def _enqueued(self, message: Message) -> None:
-        size = max(len(message.data), MESSAGE_OVERHEAD)
+        size = n if (n := len(message.data)) > MESSAGE_OVERHEAD else MESSAGE_OVERHEAD
         self._backlog_bytes -= size
         self._queued_bytes += size
         self._unreceived += 1
 
     async def _deliver_backlog(self) -> None:
-        """Move the backlog into the queue, waiting for the handler when it is full.
-
-        Fast path: it all fits. Otherwise the reader waits; after :data:`READ_AHEAD_AFTER` it
-        reads ahead (see the module) while it waits. Messages the read-ahead parsed after the
-        delivery caught up are delivered on the next round, never dropped. ``close()`` (or the
-        handler's ``close_timeout`` after the peer is done) ends delivery: what is left is dropped.
-        """
+        """Move the backlog into the queue, waiting (and after a while reading ahead) while it is
+        full; what the read-ahead parsed as the delivery caught up goes on the next round."""
         if self._backlog is None:
             self._backlog = collections.deque()
         backlog = self._backlog
@@ -321,8 +323,7 @@ class Inbox:
             self._deliver_scope = None
             if deliver_scope.cancelled_caught:
                 break  # close() or the deadline: drop what is left
-        self._backlog = None
-        self._backlog_bytes = 0
+        self._drop_backlog()
 
     async def _deliver_waiting(self) -> None:
         backlog = self._backlog
@@ -341,13 +342,15 @@ class Inbox:
     async def _read_ahead(self, deliver_scope: trio.CancelScope) -> None:
         conn = self._conn
         try:
+            budget = self._budget
             while self._backlog_bytes < self._options.queue_high_water:
+                if budget is not None and budget.full:
+                    return  # the server's budget is spent: TCP pushes back
                 data = await receive_some(self._stream, _RECEIVE_SIZE)
                 if data:
                     self._process(data)
-                    self._send_replies()
-                    if self._writer.full and conn.state is ConnectionState.OPEN:
-                        await self._writer.wait_room()
+                    if self._send_replies() and self._writer.full and conn.state is ConnectionState.OPEN:
+                        await self._writer.wait_room()  # pongs to a peer that does not read
                 else:
                     conn.receive_data(b"")
                 if conn.end_of_stream or conn.state is not ConnectionState.OPEN:
@@ -363,8 +366,7 @@ class Inbox:
         conn = self._conn
         writer = self._writer
         if conn.may_close_transport and not writer.broken and not writer.closed:
-            # The closing handshake is complete: the server closes TCP now (RFC 6455 §7.1.1),
-            # not when the handler has taken the backlog, which is already in memory.
+            # Closing handshake done: the server closes TCP now (§7.1.1), not after the backlog.
             with trio.CancelScope(shield=True), trio.move_on_after(self._options.close_timeout):
                 await writer.close()
         # The handler has close_timeout to take what is left.
@@ -372,9 +374,8 @@ class Inbox:
         deliver_scope.deadline = min(deliver_scope.deadline, deadline)
 
     async def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection after a protocol error (RFC 6455 §7.1.7), or close it for a policy:
-        let the handler take the messages that came before and answer them (bounded by
-        ``close_timeout``), then send the close frame; the caller closes the stream."""
+        """Fail the connection (RFC 6455 §7.1.7) or close it for a policy: the handler may first
+        take and answer what came before (``close_timeout``), then the close frame goes out."""
         with trio.move_on_after(self._options.close_timeout):
             while self._unreceived and not self._draining:
                 self._drained = trio.Event()
@@ -383,9 +384,8 @@ class Inbox:
             await self._writer.close_frame_after_message(self._conn, code, reason)
 
     async def _await_peer_close(self) -> None:
-        """After our close frame (a policy close): read and drop what still comes until the peer's
-        close frame or the end of the stream, at most ``close_timeout``, so that the peer reads our
-        close frame instead of a connection reset."""
+        """After a policy close: drop what comes until the peer's close frame (``close_timeout``
+        at most), so that the peer reads our close frame instead of a reset."""
         conn = self._conn
         with trio.move_on_after(self._options.close_timeout):
             while conn.state is not ConnectionState.CLOSED:

@@ -118,7 +118,8 @@ class Messaging:
         point only when one is due."""
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            await writer.send(build, arg)
+            if not writer.queue(build, arg):  # full, or a fragmented message is going out
+                await writer.send(build, arg)
         except (trio.BrokenResourceError, LocalProtocolError):
             await trio.lowlevel.cancel_shielded_checkpoint()  # a loop of failing sends still yields
             raise self._disconnect() from None

@@ -21,6 +21,7 @@ from ..protocol import (
     negotiate_deflate,
     parse_extensions,
 )
+from ._budget import BufferBudget
 from ._options import WebSocketOptions
 from ._request import Request
 
@@ -58,13 +59,15 @@ class ServerHandshake:
 
     ``key``: its ``Sec-WebSocket-Key``; ``trailing``: bytes that came after the request (the first
     frames of an eager client); ``subprotocols``: those the server speaks here, in case the handler
-    does not choose (a route may narrow them); ``server_header``: the ``Server`` response header.
+    does not choose (a route may narrow them); ``server_header``: the ``Server`` response header;
+    ``budget``: the server's :class:`BufferBudget`, which the connection's buffers count against.
     """
 
     key: str
     trailing: bytes = b""
     subprotocols: tuple[str, ...] = ()
     server_header: str | None = "trio_ws"
+    budget: BufferBudget | None = None  # the server's, if it has one
 
     def answer(
         self,

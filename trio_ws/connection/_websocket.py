@@ -17,6 +17,7 @@ from ._inbox import Inbox
 from ._messages import Messaging
 from ._opening import Registry, ServerHandshake
 from ._options import WebSocketOptions, WebSocketState
+from ._pacing import yield_if_due
 from ._pings import PingTable, keepalive
 from ._request import Request, RequestView
 from ._writer import Writer, answer_and_linger
@@ -202,14 +203,13 @@ class WebSocket(Messaging, RequestView):
         if subprotocols is not None:
             self._handshake.subprotocols = tuple(subprotocols)
 
-    # ------------------------------------------------------------- lifecycle
-
     def _start(self, conn: Connection, nursery: trio.Nursery, trailing: bytes, writer: Writer) -> None:
         self._conn = conn
         self._nursery = nursery
         self._writer = writer
         self.application_state = WebSocketState.CONNECTED
-        inbox = self._inbox = Inbox(self.stream, conn, writer, self.options, self._closed)
+        budget = None if self._handshake is None else self._handshake.budget
+        inbox = self._inbox = Inbox(self.stream, conn, writer, self.options, self._closed, budget)
         inbox.start(nursery, trailing)
         if self.options.ping_interval is not None:
             nursery.start_soon(keepalive, self, self.options.ping_interval, self.options.ping_timeout)
@@ -240,21 +240,10 @@ class WebSocket(Messaging, RequestView):
         return WebSocketDisconnect(code, reason)
 
     def _current_close(self) -> tuple[int, str]:
-        conn = self._conn
-        if conn is None or self._writer is None or self._writer.broken:
+        conn, writer = self._conn, self._writer
+        if conn is None or writer is None:
             return CloseCode.ABNORMAL_CLOSURE, ""
-        if conn.failure is not None:
-            return conn.failure.code, conn.failure.reason
-        if conn.close_received is not None:
-            return conn.close_received.code, conn.close_received.reason
-        if conn.close_sent is not None:
-            code, reason = conn.close_sent
-            if conn.end_of_stream:
-                return CloseCode.ABNORMAL_CLOSURE, ""
-            return (code if code is not None else CloseCode.NO_STATUS_RCVD), reason
-        return CloseCode.ABNORMAL_CLOSURE, ""
-
-    # ------------------------------------------------------------- handshake
+        return conn.close_status(transport_lost=writer.broken)
 
     async def accept(
         self,
@@ -275,7 +264,8 @@ class WebSocket(Messaging, RequestView):
             await self.reject(503, "server shutting down")
             raise WebSocketDisconnect(CloseCode.GOING_AWAY, "server shutting down")
         options = self.options
-        writer = Writer(self.stream, nursery, options.write_high_water, options.write_low_water)
+        budget = handshake.budget
+        writer = Writer(self.stream, nursery, options.write_high_water, options.write_low_water, budget)
         self.subprotocol = answer.subprotocol
         self.extensions = answer.extensions
         await writer.write_first(answer.response)
@@ -285,9 +275,9 @@ class WebSocket(Messaging, RequestView):
             self.application_state = WebSocketState.DISCONNECTED
             self._close_code = CloseCode.ABNORMAL_CLOSURE
             raise WebSocketDisconnect(CloseCode.ABNORMAL_CLOSURE, "connection lost")
-        self._handshake = None
         request.headers.compact()  # kept for the whole connection: the bytes only
         self._start(answer.connection, nursery, handshake.trailing, writer)
+        self._handshake = None
         if self._registry is not None:
             self._registry.opened(self)
 
@@ -309,8 +299,6 @@ class WebSocket(Messaging, RequestView):
         await answer_and_linger(self.stream, http_error(status, body, headers), self.options.close_timeout)
         await trio.aclose_forcefully(self.stream)
 
-    # --------------------------------------------------------------- receive
-
     async def receive(self) -> str | bytes:
         """The next message: ``str`` for text, ``bytes`` for binary.
 
@@ -320,9 +308,18 @@ class WebSocket(Messaging, RequestView):
         inbox = self._inbox
         if inbox is None:
             raise RuntimeError("receive() before the connection was accepted")
-        message = await inbox.receive()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            message = inbox.take()
+        except trio.EndOfChannel:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # a loop of failing receives yields
+            raise self._disconnect() from None
         if message is None:
-            raise self._disconnect()
+            message = await inbox.wait()  # (the scheduler has run)
+            if message is None:
+                raise self._disconnect()
+        else:
+            await yield_if_due()  # a message was waiting: a scheduler round trip only when due
         return message.data
 
     # ------------------------------------------------------------------ send
@@ -361,6 +358,11 @@ class WebSocket(Messaging, RequestView):
         if not inbox.finished:
             await writer.abort()
         await trio.lowlevel.checkpoint()
+
+    def discard_pending(self) -> None:
+        """Drop the messages received and not taken (for a server, once the handler is done)."""
+        if self._inbox is not None:
+            self._inbox.discard()
 
     def close_started(self) -> bool:
         """Note that this side is done with the connection (what ``close()`` does first: messages

@@ -23,6 +23,7 @@ from typing import TypeVar, final
 import trio
 
 from ..protocol import Connection, ConnectionState
+from ._budget import BufferBudget
 from ._io import close_socket, send_all
 from ._pacing import note_resumed
 
@@ -42,6 +43,7 @@ class Writer:
     """
 
     __slots__ = (
+        "_budget",
         "_direct",
         "_flushed",
         "_frames",
@@ -60,9 +62,15 @@ class Writer:
     )
 
     def __init__(
-        self, stream: trio.abc.Stream, nursery: trio.Nursery, high_water: int, low_water: int
+        self,
+        stream: trio.abc.Stream,
+        nursery: trio.Nursery,
+        high_water: int,
+        low_water: int,
+        budget: BufferBudget | None = None,
     ) -> None:
         self._stream = stream
+        self._budget = budget  # what is queued counts against it
         self._nursery = nursery
         self.high_water = high_water
         self.low_water = low_water
@@ -112,6 +120,13 @@ class Writer:
         else:
             self._build(build, arg)
 
+    def queue(self, build: Callable[[T], bytes], arg: T) -> bool:
+        """:meth:`send` when it need not wait: ``False`` (nothing done) if it would."""
+        if (self.pending > self.high_water and not self.broken) or (self._lock and self._lock.locked()):
+            return False
+        self._build(build, arg)
+        return True
+
     def _build(self, build: Callable[[T], bytes], arg: T) -> None:
         if self.broken:
             raise trio.BrokenResourceError("the connection's stream is broken")
@@ -126,6 +141,8 @@ class Writer:
             return
         self._frames.append(data)
         self.pending += len(data)
+        if self._budget is not None:
+            self._budget.used += len(data)
         if not self._direct:
             self._wake(start)
 
@@ -153,7 +170,7 @@ class Writer:
     async def write_first(self, data: bytes) -> None:
         """Write ``data`` (the opening handshake's answer) from the calling task, before anything
         else; a failure leaves the writer broken."""
-        self.pending += len(data)
+        self._count(data)
         await self._write(data)
 
     async def send_now(self, data: bytes) -> bool:
@@ -164,9 +181,14 @@ class Writer:
         if self._frames or self._sending or self._direct or self.broken:
             self.write(data)
             return False
-        self.pending += len(data)
+        self._count(data)
         await self._send_direct(data)
         return True
+
+    def _count(self, data: bytes) -> None:
+        self.pending += len(data)
+        if self._budget is not None:
+            self._budget.used += len(data)
 
     async def _send_direct(self, data: bytes) -> None:
         """Write ``data`` (already counted in ``pending``) from the calling task."""
@@ -189,6 +211,11 @@ class Writer:
             self.mark_broken()  # cancelled part-way: the stream may hold half a frame
             raise
         self.pending -= len(data)
+        budget = self._budget
+        if budget is not None:
+            budget.used -= len(data)
+            if budget.room is not None:
+                budget.released()
         self._wrote()
         return True
 
@@ -258,6 +285,9 @@ class Writer:
             return
         self.broken = True
         self._frames.clear()
+        if self._budget is not None:
+            self._budget.used -= self.pending
+            self._budget.released()
         self.pending = 0
         if self._room is not None:
             self._room.set()

@@ -23,7 +23,7 @@ from ._frames import (
     encode_close_payload,
     parse_close_payload,
 )
-from ._pieces import Pieces
+from ._pieces import SMALL, Pieces
 from ._sending import FrameSending
 from ._state import ConnectionState, Role, next_state
 
@@ -54,6 +54,7 @@ class Connection(FrameSending):
     """
 
     __slots__ = (
+        "_bin_parts",
         "_buf",
         "_client",
         "_decoder",
@@ -111,7 +112,9 @@ class Connection(FrameSending):
         self._msg_size = 0  # payload bytes so far (decompressed)
         self._msg_frames = 0  # its frames so far
         self._msg_wire = 0  # compressed bytes so far
-        self._msg_parts: Pieces | None = None  # an unfinished message's payload so far
+        self._msg_parts: Pieces | None = None  # an unfinished text message so far
+        # An unfinished binary message so far: its pieces, small ones merged into one bytearray.
+        self._bin_parts: list[bytes | bytearray] | None = None
         self._decoder: codecs.IncrementalDecoder | None = None
         super().__init__(role)
         #: Traffic so far: whole data messages and their payload bytes (before compression), each way.
@@ -130,6 +133,32 @@ class Connection(FrameSending):
         if self.state is not ConnectionState.CLOSED:
             return False
         return not self._client or self.end_of_stream or self.failure is not None
+
+    def close_status(self, *, transport_lost: bool = False) -> tuple[int, str]:
+        """The ``(code, reason)`` that says how the connection ended: the failure's, the peer's
+        close frame's, ours if the peer answered it, else 1006 (also when the transport was lost
+        before the closing handshake was over: ``transport_lost``)."""
+        if transport_lost:
+            return CloseCode.ABNORMAL_CLOSURE, ""
+        if self.failure is not None:
+            return self.failure.code, self.failure.reason
+        if self.close_received is not None:
+            return self.close_received.code, self.close_received.reason
+        if self.close_sent is not None and not self.end_of_stream:
+            code, reason = self.close_sent
+            return (code if code is not None else CloseCode.NO_STATUS_RCVD), reason
+        return CloseCode.ABNORMAL_CLOSURE, ""
+
+    @property
+    def buffered_bytes(self) -> int:
+        """About how much memory the message in progress holds: bytes received and not yet parsed,
+        and the pieces of an unfinished message so far (after decompression)."""
+        held = len(self._buf)
+        if self._msg_parts is not None:
+            held += self._msg_parts.size
+        if self._bin_parts is not None:
+            held += sum(map(len, self._bin_parts))
+        return held
 
     @property
     def has_data_to_send(self) -> bool:
@@ -175,7 +204,7 @@ class Connection(FrameSending):
         self.failure = exc
         self._move("fail")
         self._buf = bytearray()
-        self._msg_parts = None
+        self._msg_parts = self._bin_parts = None
 
     def _parse(self, buf: bytearray, events: list[Event]) -> int:
         """Parse as many frames as ``buf`` holds; return how many bytes were used."""
@@ -275,7 +304,7 @@ class Connection(FrameSending):
             elif self._msg_size + length > limit:
                 raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
             self._msg_frames += 1
-            if self._msg_frames > max(limit // MIN_FRAME_BYTES, 64):
+            if self._msg_frames > 64 and self._msg_frames > limit // MIN_FRAME_BYTES:
                 raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message in too many fragments")
         if not self._msg_compressed:
             self._msg_size += length
@@ -315,16 +344,21 @@ class Connection(FrameSending):
                 self._msg_parts = None
                 self._decoder = None
         else:
-            parts = self._msg_parts
+            pieces = self._bin_parts
             if not final:
-                if parts is None:
-                    parts = self._msg_parts = Pieces(b"")
-                parts.add(data)
+                if pieces is None:
+                    self._bin_parts = [data]
+                elif len(data) >= SMALL:
+                    pieces.append(data)
+                elif type(pieces[-1]) is bytearray:  # tiny fragments: one object for a run of them
+                    pieces[-1] += data
+                else:
+                    pieces.append(bytearray(data))
                 return
-            if parts is not None:
-                parts.add(data)
-                data = parts.join()
-                self._msg_parts = None
+            if pieces is not None:
+                pieces.append(data)
+                data = b"".join(pieces)
+                self._bin_parts = None
             events.append(BytesMessage(data))
         self.messages_received += 1
         self.bytes_received += self._msg_size

@@ -21,15 +21,18 @@ class Pieces:
     fragments holds about a thousandth as many objects.
     """
 
-    __slots__ = ("_empty", "_parts", "_small")
+    __slots__ = ("_empty", "_parts", "_small", "size")
 
     def __init__(self, empty: Any) -> None:
         self._empty = empty
         self._parts: list[Any] = []
         self._small: list[Any] = []
+        #: The length of the pieces so far (characters or bytes).
+        self.size = 0
 
     def add(self, piece: Any) -> None:
         """Append ``piece``."""
+        self.size += len(piece)
         if len(piece) >= SMALL:
             if self._small:
                 self._flush()

@@ -14,6 +14,7 @@ from typing import Any, final
 import trio
 
 from ..connection import (
+    BufferBudget,
     WebSocket,
     WebSocketClose,
     WebSocketDisconnect,
@@ -28,12 +29,18 @@ from ._upgrade import Handler, HandshakePolicy, ProcessRequest, Upgrader
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["WebSocketServer", "open_listeners", "run_server"]
+__all__ = ["WebSocketServer", "default_buffered_bytes", "open_listeners", "run_server"]
 
 logger = logging.getLogger("trio_ws")
 
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _ACCEPT_RETRY_DELAY = 0.1
+
+
+def default_buffered_bytes(options: WebSocketOptions) -> int:
+    """The default of ``max_buffered_bytes``: 256 MiB, or 16 messages of ``max_message_size`` if
+    that is more."""
+    return max(256 * 2**20, 16 * (options.max_message_size or 0))
 
 
 def _only_disconnects(exc: BaseException) -> bool:
@@ -69,8 +76,13 @@ class WebSocketServer:
         max_connections: int | None = None,
         max_connections_per_client: int | None = None,
         trusted_proxies: Sequence[str] = (),
+        max_buffered_bytes: int | None = None,
     ) -> None:
         self.handler = handler
+        if max_buffered_bytes is None:
+            max_buffered_bytes = default_buffered_bytes(options)
+        #: The bytes all connections hold, against ``max_buffered_bytes`` (``.used``, ``.peak``).
+        self.budget = BufferBudget(max_buffered_bytes)
         self.options = options
         self.max_connections = max_connections
         self.listeners = list(listeners)
@@ -84,6 +96,7 @@ class WebSocketServer:
             policy=policy,
             max_connections_per_client=max_connections_per_client,
             trusted_proxies=parse_networks(trusted_proxies),
+            budget=self.budget,
         )
         self._records: dict[trio.abc.Stream, AccessRecord] = {}
         #: The open (accepted, not yet closed) connections.
@@ -225,6 +238,7 @@ class WebSocketServer:
     def _release(self, ws: WebSocket, record: AccessRecord, nursery: trio.Nursery) -> None:
         """The handler is done: so is the connection."""
         self.connections.discard(ws)
+        ws.discard_pending()  # nothing will take them now: out of the budget
         self._upgrader.release_host(record.host)
         if nursery.child_tasks:  # (cancel() is not free: it formats the task's repr)
             nursery.cancel_scope.cancel()

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import trio
 
 from ..connection import (
+    BufferBudget,
     HTTPResponse,
     Registry,
     Request,
@@ -67,6 +68,7 @@ class Upgrader:
         policy: HandshakePolicy | None,
         max_connections_per_client: int | None,
         trusted_proxies: tuple[Network, ...],
+        budget: BufferBudget,
     ) -> None:
         self.options = options
         self.registry = registry
@@ -78,6 +80,7 @@ class Upgrader:
         self.max_connections_per_client = max_connections_per_client
         self.trusted_proxies = trusted_proxies
         self.per_client: collections.Counter[str] = collections.Counter()
+        self.budget = budget
 
     async def answer(self, stream: trio.abc.Stream, record: AccessRecord, data: bytes) -> None:
         """Answer with ``data`` (an HTTP response) and end the connection (the caller closes it)."""
@@ -122,6 +125,10 @@ class Upgrader:
             return None
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
             return None
+        if self.budget.full:  # every byte the server may hold is held: come back later
+            refusal = error_response(503, "server overloaded\n", [("Retry-After", "1")])
+            await self.answer(stream, record, refusal)
+            return None
         req.client = client_address(req.client, req.headers, self.trusted_proxies)
         host = req.client[0] if req.client else "-"
         limit = self.max_connections_per_client
@@ -133,7 +140,8 @@ class Upgrader:
         record.host = host
         ws = None
         try:
-            ws = await self._admit(stream, record, nursery, req, ServerHandshake(key, trailing))
+            handshake = ServerHandshake(key, trailing, budget=self.budget)
+            ws = await self._admit(stream, record, nursery, req, handshake)
         finally:
             if ws is None:
                 self.release_host(host)
