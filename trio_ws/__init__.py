@@ -28,6 +28,7 @@ from .app import (
 from .client import open_websocket, open_websocket_url
 from .connection import (
     URL,
+    BufferBudget,
     ConnectionClosed,
     HandshakeRejected,
     HTTPResponse,
@@ -52,6 +53,7 @@ __all__ = [
     "APIKey",
     "AuthBackend",
     "BroadcastBackend",
+    "BufferBudget",
     "Hub",
     "HubStats",
     "Overflow",

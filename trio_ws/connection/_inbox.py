@@ -143,7 +143,7 @@ class Inbox:
     def discard(self) -> None:
         """Nothing will receive any more (the handler is done): drop what is queued."""
         self._draining = True
-        while True:
+        while len(self._queue):
             try:
                 message = self._queue.get_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
@@ -172,6 +172,7 @@ class Inbox:
         stream = self._stream
         writer = self._writer
         high_water = self._options.queue_high_water
+        budget = self._budget
         data: bytes | bytearray = trailing
         try:
             while True:
@@ -195,7 +196,7 @@ class Inbox:
                         break
                     if conn.state is ConnectionState.CLOSED:
                         break
-                if self._budget is not None and self._budget.full and not await self._budget_room():
+                if budget is not None and budget.used >= budget.limit and not await self._budget_room():
                     await self._fail(CloseCode.TRY_AGAIN_LATER, "server overloaded")
                     break
                 data = await receive_some(stream, _RECEIVE_SIZE)
@@ -213,8 +214,8 @@ class Inbox:
             self.finished = True
             self._queue.close()
             self._drop_backlog()
-            if self._budget is not None:
-                self._budget.refund(self._partial)
+            if budget is not None and self._partial:
+                budget.refund(self._partial)
                 self._partial = 0
             self._on_closed()
             if self._done is not None:
@@ -234,7 +235,7 @@ class Inbox:
         return await self._budget.wait_room(self._options.close_timeout, lambda: conn.buffered_bytes > 0)
 
     def _drop_backlog(self) -> None:
-        if self._budget is not None:
+        if self._budget is not None and self._backlog_bytes:
             self._budget.refund(self._backlog_bytes)
         self._backlog = None
         self._backlog_bytes = 0

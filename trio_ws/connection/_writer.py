@@ -140,9 +140,10 @@ class Writer:
         if self.broken:
             return
         self._frames.append(data)
-        self.pending += len(data)
+        n = len(data)
+        self.pending += n
         if self._budget is not None:
-            self._budget.used += len(data)
+            self._budget.used += n
         if not self._direct:
             self._wake(start)
 
@@ -170,7 +171,9 @@ class Writer:
     async def write_first(self, data: bytes) -> None:
         """Write ``data`` (the opening handshake's answer) from the calling task, before anything
         else; a failure leaves the writer broken."""
-        self._count(data)
+        self.pending += len(data)
+        if self._budget is not None:
+            self._budget.used += len(data)
         await self._write(data)
 
     async def send_now(self, data: bytes) -> bool:

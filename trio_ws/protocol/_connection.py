@@ -25,7 +25,7 @@ from ._frames import (
 )
 from ._pieces import SMALL, Pieces
 from ._sending import FrameSending
-from ._state import ConnectionState, Role, next_state
+from ._state import TRANSITIONS, ConnectionState, Role, next_state
 
 __all__ = ["Connection"]
 
@@ -69,6 +69,7 @@ class Connection(FrameSending):
         "_msg_size",
         "_msg_wire",
         "_out",
+        "_parts_held",
         "bytes_received",
         "close_received",
         "end_of_stream",
@@ -115,6 +116,7 @@ class Connection(FrameSending):
         self._msg_parts: Pieces | None = None  # an unfinished text message so far
         # An unfinished binary message so far: its pieces, small ones merged into one bytearray.
         self._bin_parts: list[bytes | bytearray] | None = None
+        self._parts_held = 0  # the length of the pieces of either kind
         self._decoder: codecs.IncrementalDecoder | None = None
         super().__init__(role)
         #: Traffic so far: whole data messages and their payload bytes (before compression), each way.
@@ -123,7 +125,8 @@ class Connection(FrameSending):
     # ------------------------------------------------------------------ state
 
     def _move(self, event: str) -> None:
-        self.state = next_state(self.state, event)
+        state = TRANSITIONS.get((self.state, event))
+        self.state = next_state(self.state, event) if state is None else state  # (next_state raises)
 
     @property
     def may_close_transport(self) -> bool:
@@ -153,12 +156,7 @@ class Connection(FrameSending):
     def buffered_bytes(self) -> int:
         """About how much memory the message in progress holds: bytes received and not yet parsed,
         and the pieces of an unfinished message so far (after decompression)."""
-        held = len(self._buf)
-        if self._msg_parts is not None:
-            held += self._msg_parts.size
-        if self._bin_parts is not None:
-            held += sum(map(len, self._bin_parts))
-        return held
+        return len(self._buf) + self._parts_held
 
     @property
     def has_data_to_send(self) -> bool:
@@ -205,6 +203,7 @@ class Connection(FrameSending):
         self._move("fail")
         self._buf = bytearray()
         self._msg_parts = self._bin_parts = None
+        self._parts_held = 0
 
     def _parse(self, buf: bytearray, events: list[Event]) -> int:
         """Parse as many frames as ``buf`` holds; return how many bytes were used."""
@@ -284,16 +283,20 @@ class Connection(FrameSending):
                 self._message_data(data, self._frame_fin, events)
 
     def _start_data_frame(self, opcode: int, fin: bool, rsv1: bool, length: int) -> None:
+        limit = self.max_message_size
         if opcode == 0:
             if not self._msg_opcode:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "continuation frame outside a message")
+            self._msg_frames += 1
+            if limit is not None and self._msg_frames > 64 and self._msg_frames > limit // MIN_FRAME_BYTES:
+                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message in too many fragments")
         else:
             if self._msg_opcode:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
             self._msg_opcode = opcode
             self._msg_compressed = rsv1
-            self._msg_size = self._msg_frames = self._msg_wire = 0
-        limit = self.max_message_size
+            self._msg_size = self._msg_wire = 0
+            self._msg_frames = 1
         if limit is not None:
             if self._msg_compressed:
                 # Deflate never grows data by more than a few bytes per block: more compressed
@@ -303,9 +306,6 @@ class Connection(FrameSending):
                     raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
             elif self._msg_size + length > limit:
                 raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
-            self._msg_frames += 1
-            if self._msg_frames > 64 and self._msg_frames > limit // MIN_FRAME_BYTES:
-                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message in too many fragments")
         if not self._msg_compressed:
             self._msg_size += length
         self._frame_left = length
@@ -339,13 +339,16 @@ class Connection(FrameSending):
                 assert parts is not None
                 parts.add(piece)
                 if not final:
+                    self._parts_held += len(data)
                     return
+                self._parts_held = 0
                 events.append(TextMessage(parts.join()))
                 self._msg_parts = None
                 self._decoder = None
         else:
             pieces = self._bin_parts
             if not final:
+                self._parts_held += len(data)
                 if pieces is None:
                     self._bin_parts = [data]
                 elif len(data) >= SMALL:
@@ -359,6 +362,7 @@ class Connection(FrameSending):
                 pieces.append(data)
                 data = b"".join(pieces)
                 self._bin_parts = None
+                self._parts_held = 0
             events.append(BytesMessage(data))
         self.messages_received += 1
         self.bytes_received += self._msg_size

@@ -278,7 +278,7 @@ class HeadParser:
                 first = parse_line(self.first_kind, lines[0])
                 if first is None:
                     raise self._malformed()
-                headers = self._headers(lines[1:])
+                headers = self._headers(lines[1:], data[len(lines[0]) + 2 : end])
                 self.trailing = data[end + 4 :]
                 self._done = True
                 return first, headers
@@ -326,11 +326,11 @@ class HeadParser:
             raise self._error(431, "request header block too large")
         return None
 
-    def _headers(self, lines: list[bytes]) -> Headers:
+    def _headers(self, lines: list[bytes], block: bytes) -> Headers:
         items: list[tuple[bytes, bytes]] = []
         for line in lines:
             pair = parse_header_line(line)
             if pair is None:
                 raise self._error(400, "malformed header line")
             items.append(pair)
-        return Headers.from_parsed(b"\r\n".join(lines), tuple(items))
+        return Headers.from_parsed(block, tuple(items))

@@ -8,7 +8,7 @@ from typing import Final
 
 from ._errors import LocalProtocolError
 
-__all__ = ["ConnectionState", "Role", "next_state"]
+__all__ = ["TRANSITIONS", "ConnectionState", "Role", "next_state"]
 
 
 class Role(enum.Enum):
@@ -30,7 +30,7 @@ class ConnectionState(enum.Enum):
 
 _S = ConnectionState
 # The only moves the state machine makes; anything else is a bug and raises.
-_TRANSITIONS: Final[dict[tuple[ConnectionState, str], ConnectionState]] = {
+TRANSITIONS: Final[dict[tuple[ConnectionState, str], ConnectionState]] = {
     (_S.OPEN, "send_close"): _S.CLOSING,
     (_S.OPEN, "receive_close"): _S.CLOSED,  # the reply is queued at once
     (_S.CLOSING, "receive_close"): _S.CLOSED,
@@ -47,6 +47,6 @@ _TRANSITIONS: Final[dict[tuple[ConnectionState, str], ConnectionState]] = {
 def next_state(state: ConnectionState, event: str) -> ConnectionState:
     """The state after ``event`` (``send_close``, ``receive_close``, ``fail``, ``end_of_stream``)."""
     try:
-        return _TRANSITIONS[state, event]
+        return TRANSITIONS[state, event]
     except KeyError:
         raise LocalProtocolError(f"cannot {event} in state {state.name}") from None

@@ -125,7 +125,8 @@ class Upgrader:
             return None
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
             return None
-        if self.budget.full:  # every byte the server may hold is held: come back later
+        budget = self.budget
+        if budget.used >= budget.limit:  # every byte the server may hold is held: come back later
             refusal = error_response(503, "server overloaded\n", [("Retry-After", "1")])
             await self.answer(stream, record, refusal)
             return None
