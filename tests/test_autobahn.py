@@ -118,27 +118,25 @@ async def test_autobahn_with_keepalive_pings_mid_case(tmp_path: Path) -> None:
                 "127.0.0.1",
                 0,
                 max_message_size=16 * 2**20,
-                ping_interval=0.2,  # shorter than every 12.5.* case from 12.5.3 on
+                ping_interval=0.2,  # shorter than most cases of 9.*, 12.* and 13.*
                 ping_timeout=20,
                 compression=DeflateOptions(min_size=0),
                 task_status=task_status,
             )
         )
-        selection = ["-i", "2.*", "-i", "5.*", "-i", "6.4.*", "-i", "9.*", "-i", "12.5.*"]
-        with trio.fail_after(600):
+        with trio.fail_after(900):  # the whole suite, 1.* to 13.*
             result = await trio.run_process(
                 [
                     sys.executable,
                     "-c",
                     KOSOKU_IGNORING_PINGS,
                     f"127.0.0.1:{server.port}",
-                    *selection,
                     "-x",
                     "6.4.3",
                     "-x",
                     "6.4.4",
                     "-p",
-                    "2",
+                    "4",
                     "-o",
                     str(tmp_path),
                 ],
@@ -154,8 +152,8 @@ async def test_autobahn_with_keepalive_pings_mid_case(tmp_path: Path) -> None:
         for case_id, c in cases.items()
     }
     pinged = [case_id for case_id, r in reports.items() if r["rxFrameStats"].get("9", 0) > 0]
-    assert len(pinged) >= 10, pinged  # the keepalive really did ping mid-case
-    verdicts(tmp_path / "index.json", "trio_ws", 100)
+    assert len(pinged) >= 100, len(pinged)  # the keepalive really did ping mid-case
+    verdicts(tmp_path / "index.json", "trio_ws", 515)
     assert result.returncode == 0
 
 

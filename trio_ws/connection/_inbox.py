@@ -40,8 +40,9 @@ MESSAGE_OVERHEAD = 64
 
 @final
 class Inbox:
-    """The receiving half of one connection (see the module). ``on_closed`` is called once, when
-    the reader is done (the closing handshake over, a failure, the stream ended)."""
+    """The receiving half of one connection (see the module). ``on_closed(False)`` is called when
+    the reader is done (the closing handshake over, a failure, the stream ended), ``on_closed(True)``
+    once the stream is closed too."""
 
     __slots__ = (
         "_backlog", "_backlog_bytes", "_budget", "_conn", "_deliver_scope", "_done", "_drained",
@@ -56,7 +57,7 @@ class Inbox:
         conn: Connection,
         writer: Writer,
         options: WebSocketOptions,
-        on_closed: Callable[[], None],
+        on_closed: Callable[[bool], None],
         budget: BufferBudget | None = None,
     ) -> None:
         self._stream = stream
@@ -217,14 +218,16 @@ class Inbox:
             if budget is not None and self._partial:
                 budget.refund(self._partial)
                 self._partial = 0
-            self._on_closed()
+            self._on_closed(False)
             if self._done is not None:
                 self._done.set()
-            # What is queued goes first, then a polite close (TLS close_notify), bounded;
-            # cancelled, it closes forcefully.
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + self._options.close_timeout):
-                if not writer.closed:
-                    await writer.close()  # (a checkpoint)
+            deadline = trio.current_time() + self._options.close_timeout
+            try:  # what is queued goes first, then a polite close (TLS close_notify), bounded
+                with trio.CancelScope(shield=True, deadline=deadline):
+                    if not writer.closed:
+                        await writer.close()  # (a checkpoint; cancelled, it closes forcefully)
+            finally:
+                self._on_closed(True)
 
     async def _budget_room(self) -> bool:
         """The server's budget is spent: wait (TCP pushes back meanwhile). ``False`` if this

@@ -9,7 +9,7 @@ into the 101 response and the protocol connection, with the pure negotiation fun
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import attrs
 
@@ -44,13 +44,9 @@ class Registry(Protocol[C]):
         """``connection`` is closed: nothing more will be received (called once)."""
 
 
-class Answer(NamedTuple):
-    """What accepting a request agreed on: the response bytes and the connection to run."""
-
-    response: bytes
-    connection: Connection
-    subprotocol: str | None
-    extensions: list[str]
+#: What accepting a request agreed on: the response bytes, the connection to run, the subprotocol
+#: and the extensions (as in the response).
+Answer = tuple[bytes, Connection, "str | None", "list[str]"]
 
 
 @attrs.define(eq=False, slots=True)
@@ -87,4 +83,4 @@ class ServerHandshake:
         extensions = None if deflate is None else deflate.response_params()
         response = build_response(self.key, subprotocol=chosen, extensions=extensions, headers=headers)
         conn = Connection(Role.SERVER, max_message_size=options.max_message_size, extension=deflate)
-        return Answer(response, conn, chosen, [] if extensions is None else [extensions])
+        return response, conn, chosen, [] if extensions is None else [extensions]

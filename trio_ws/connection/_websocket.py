@@ -222,14 +222,16 @@ class WebSocket(Messaging, RequestView):
                 self._inbox.pings = pings
         return pings
 
-    def _closed(self) -> None:
-        """The inbox is done: the connection is closed."""
+    def _closed(self, released: bool) -> None:
+        """The inbox is done: the connection is closed (``released``: its stream too)."""
+        if released:
+            if self._registry is not None:
+                self._registry.closed(self)
+            return
         if self._close_code is None:
             self._close_code, self._close_reason = self._current_close()
         if self._pings is not None:
             self._pings.end()
-        if self._registry is not None:
-            self._registry.closed(self)
 
     def _disconnect(self) -> WebSocketDisconnect:
         code = self._close_code
@@ -259,16 +261,16 @@ class WebSocket(Messaging, RequestView):
             raise RuntimeError("accept() is only possible once, before the handshake is answered")
         if self.application_state is not WebSocketState.CONNECTING:
             raise RuntimeError("accept() is only possible once, before the handshake is answered")
-        answer = handshake.answer(request, self.options, subprotocol, headers or ())
+        options = self.options
+        response, conn, chosen, extensions = handshake.answer(request, options, subprotocol, headers or ())
         if self._registry is not None and not self._registry.accepting:
             await self.reject(503, "server shutting down")
             raise WebSocketDisconnect(CloseCode.GOING_AWAY, "server shutting down")
-        options = self.options
         budget = handshake.budget
         writer = Writer(self.stream, nursery, options.write_high_water, options.write_low_water, budget)
-        self.subprotocol = answer.subprotocol
-        self.extensions = answer.extensions
-        await writer.write_first(answer.response)
+        self.subprotocol = chosen
+        self.extensions = extensions
+        await writer.write_first(response)
         if writer.broken:
             await writer.abort()
             self._refused = True
@@ -276,7 +278,7 @@ class WebSocket(Messaging, RequestView):
             self._close_code = CloseCode.ABNORMAL_CLOSURE
             raise WebSocketDisconnect(CloseCode.ABNORMAL_CLOSURE, "connection lost")
         request.headers.compact()  # kept for the whole connection: the bytes only
-        self._start(answer.connection, nursery, handshake.trailing, writer)
+        self._start(conn, nursery, handshake.trailing, writer)
         self._handshake = None
         if self._registry is not None:
             self._registry.opened(self)

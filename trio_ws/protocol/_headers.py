@@ -22,6 +22,10 @@ _NOT_TCHAR = re.compile(rb"[^" + _TCHAR + rb"]")
 _WHITESPACE = re.compile(rb"[ \t\n\r\x0b\x0c]")
 #: Control characters but HTAB: never in a header value or a reason phrase.
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# One whole line in one pass, for the usual case (each a run of one character class, then another
+# whose first byte the first cannot hold: no backtracking, linear time).
+_FIELD = re.compile(rb"([" + _TCHAR + rb"]+):([^\x00-\x08\x0a-\x1f\x7f]*)")
+_PLAIN_REQUEST = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e\x80-\xff]+) (HTTP/[0-9]\.[0-9])")
 
 #: The kinds of line :func:`check_line` knows.
 REQUEST_LINE: Final = 0  #: ``method SP target SP HTTP/d.d`` (RFC 9112 §3)
@@ -95,10 +99,8 @@ def parse_line(kind: int, line: bytes) -> tuple[bytes, ...] | None:
 def parse_header_line(line: bytes) -> tuple[bytes, bytes] | None:
     """``(name, value)`` of one header line, or ``None`` if it is malformed: what :func:`parse_line`
     gives for a ``FIELD_LINE``, faster (every header line received is read by it)."""
-    name, colon, value = line.partition(b":")
-    if not name or not colon or _NOT_TCHAR.search(name) or _BAD_VALUE.search(value):
-        return None
-    return name, value.strip(b" \t")
+    m = _FIELD.fullmatch(line)
+    return None if m is None else (m[1], m[2].strip(b" \t"))
 
 
 def _b(s: str | bytes) -> bytes:
@@ -275,8 +277,10 @@ class HeadParser:
                 lines = data[:end].split(b"\r\n")
                 if len(lines) - 1 > self.max_headers:
                     raise self._error(431, "too many request headers")
-                first = parse_line(self.first_kind, lines[0])
-                if first is None:
+                first: tuple[bytes, ...] | None = None
+                if self.first_kind == REQUEST_LINE and (m := _PLAIN_REQUEST.fullmatch(lines[0])):
+                    first = (m[1], m[2], m[3][5:])  # a plain request line, in one pass
+                if first is None and (first := parse_line(self.first_kind, lines[0])) is None:
                     raise self._malformed()
                 headers = self._headers(lines[1:], data[len(lines[0]) + 2 : end])
                 self.trailing = data[end + 4 :]

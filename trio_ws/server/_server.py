@@ -194,8 +194,12 @@ class WebSocketServer:
                     busy = error_response(503, "too many connections\n", [("Retry-After", "1")])
                     await self._upgrader.answer(stream, record, busy)
                 else:
-                    ws = await self._upgrade(stream, record, scope, nursery)
+                    # open_timeout ends the reading, or a shutdown (the upgrader then answers 503).
+                    reading = trio.CancelScope(deadline=trio.current_time() + self.options.open_timeout)
+                    self._scopes[scope] = reading
+                    ws = await self._upgrader.upgrade(stream, record, reading, nursery)
                     if ws is not None:
+                        self._scopes[scope] = ws
                         try:
                             await self._run_handler(ws, record)
                         finally:
@@ -217,23 +221,6 @@ class WebSocketServer:
             if ws is None or not ws.stream_closed:
                 await trio.aclose_forcefully(stream)
             record.log()
-
-    async def _upgrade(
-        self, stream: trio.abc.Stream, record: AccessRecord, scope: trio.CancelScope, nursery: trio.Nursery
-    ) -> WebSocket | None:
-        if self._closing:
-            await self._upgrader.answer(stream, record, error_response(503, "server shutting down"))
-            return None
-        # open_timeout ends it, or a shutdown (then this task answers 503 itself).
-        reading = trio.CancelScope(deadline=trio.current_time() + self.options.open_timeout)
-        self._scopes[scope] = reading
-        ws = await self._upgrader.upgrade(stream, record, reading, nursery)
-        if ws is None:
-            if reading.cancelled_caught and self._closing:
-                await self._upgrader.answer(stream, record, error_response(503, "server shutting down\n"))
-            return None
-        self._scopes[scope] = ws
-        return ws
 
     def _release(self, ws: WebSocket, record: AccessRecord, nursery: trio.Nursery) -> None:
         """The handler is done: so is the connection."""

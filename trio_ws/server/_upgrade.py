@@ -98,8 +98,11 @@ class Upgrader:
     ) -> WebSocket | None:
         """The opening handshake up to the handler: the WebSocket to hand it, or ``None`` when the
         request was answered otherwise. ``reading`` bounds reading the request (``open_timeout``;
-        cancelled by a shutdown: then the caller answers 503). (The handler does not run in here:
+        cancelled by a shutdown, which is answered with 503). (The handler does not run in here:
         an idle connection's task holds as few coroutine frames as it can.)"""
+        if not self.registry.accepting:
+            await self.answer(stream, record, error_response(503, "server shutting down"))
+            return None
         parser = RequestParser(max_size=self.max_request_size)
         request = None
         try:
@@ -109,8 +112,10 @@ class Upgrader:
                 while request is None:
                     request = parser.receive_data(await receive_some(stream, 65536))
             if request is None:
-                if self.registry.accepting:  # (shutting down, the caller answers 503)
+                if self.registry.accepting:
                     logger.debug("opening handshake timed out")
+                else:  # a shutdown stopped the reading
+                    await self.answer(stream, record, error_response(503, "server shutting down\n"))
                 return None
             trailing = parser.trailing
             del parser  # (this frame lives as long as the connection)
