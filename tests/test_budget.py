@@ -59,14 +59,18 @@ async def upgraded(port: int) -> trio.SocketStream:
 
 async def test_big_messages_arriving_at_once_stay_within_the_budget() -> None:
     """Six clients each start a 16 MiB message and push it as fast as TCP lets them; the server may
-    hold 1 MiB in all. Its readers pause at the budget (one read each over it at most), a handshake
-    meanwhile gets 503, the six are closed with 1013 after close_timeout, and then the server serves
-    again with nothing held."""
+    hold 1 MiB in all. Their readers pause at the budget (one read each over it at most), a handshake
+    meanwhile gets 503 while a light connection still echoes, the six are closed with 1013 after
+    close_timeout, and then the server serves again with nothing held."""
     codes: list[int] = []
     all_closed = trio.Event()
 
     async def patient(ws: WebSocket) -> None:
         await ws.accept()
+        if ws.path == "/echo":  # a bystander, holding next to nothing
+            async for text in ws.iter_text():
+                await ws.send_text(text)
+            return
         try:
             await ws.receive()
         except WebSocketDisconnect as exc:
@@ -85,6 +89,8 @@ async def test_big_messages_arriving_at_once_stay_within_the_budget() -> None:
         close_timeout=1,
         compression=None,
     ) as server:
+        bystander_cm = open_websocket("127.0.0.1", server.port, "/echo", compression=None)
+        bystander = await bystander_cm.__aenter__()
         streams = [await upgraded(server.port) for _ in range(6)]
         header = frame(BINARY, b"", length=2**24)  # the header (and mask) of a 16 MiB frame
 
@@ -108,11 +114,15 @@ async def test_big_messages_arriving_at_once_stay_within_the_budget() -> None:
             answer = await refused.receive_some(4096)
             await refused.aclose()
             assert answer.startswith(b"HTTP/1.1 503")
+            with trio.fail_after(2):
+                await bystander.send_text("still here")
+                assert await bystander.receive_text() == "still here"
             with trio.fail_after(10):
                 await all_closed.wait()
             nursery.cancel_scope.cancel()
         for stream in streams:
             await trio.aclose_forcefully(stream)
+        await bystander_cm.__aexit__(None, None, None)
         assert codes == [1013] * 6
         assert server.budget.peak <= limit + 6 * 65536 + 6 * 1024
         await trio.testing.wait_all_tasks_blocked(cushion=0.1)

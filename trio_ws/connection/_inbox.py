@@ -1,9 +1,10 @@
 """The inbox: the reader task (the only reader of the stream), the bounded queue of received
 messages, and all of receive backpressure. The reader stops reading, so TCP pushes back, while the
 queue is full or over ``queue_high_water`` bytes (until ``queue_low_water``), while the writer is over
-``write_high_water`` with pongs, and while the server's buffer budget is spent. A handler behind for
-:data:`READ_AHEAD_AFTER` makes it read ahead into a backlog bounded by ``queue_high_water``, so that the
-peer's close is seen and answered; each message costs :data:`MESSAGE_OVERHEAD` bytes at the least.
+``write_high_water`` with pongs, and while the server's buffer budget is spent (if it holds over
+:data:`FAIR_SHARE`). A handler behind for :data:`READ_AHEAD_AFTER` makes it read ahead into a backlog
+bounded by ``queue_high_water``, so that the peer's close is seen and answered; each message costs
+:data:`MESSAGE_OVERHEAD` bytes at the least.
 Nothing read is lost: only ``close()``, or the deadline after the peer's close, drops what the
 handler has not taken.
 """
@@ -36,6 +37,8 @@ READ_AHEAD_AFTER = 0.05
 #: What a received message costs at the least against the queue's and the read-ahead's byte
 #: bounds, however short its payload (about what its objects take in memory).
 MESSAGE_OVERHEAD = 64
+#: While the server's budget is spent, a connection that holds less than this goes on reading.
+FAIR_SHARE = 65536
 
 
 @final
@@ -72,8 +75,7 @@ class Inbox:
         self._queue: MessageQueue[Message] = MessageQueue(options.max_queue)
         self._queued_bytes = 0
         self._unreceived = 0  # messages delivered to the queue that no receive() has returned yet
-        # Messages parsed but not yet in the queue (it was full); a deque only while there is one.
-        self._backlog: collections.deque[Message] | None = None
+        self._backlog: collections.deque[Message] | None = None  # parsed, not yet queued (it was full)
         self._backlog_bytes = 0
         self._resume_reading: trio.Event | None = None
         self._drained: trio.Event | None = None
@@ -144,12 +146,8 @@ class Inbox:
     def discard(self) -> None:
         """Nothing will receive any more (the handler is done): drop what is queued."""
         self._draining = True
-        while len(self._queue):
-            try:
-                message = self._queue.get_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            self._dequeued(message)
+        while len(self._queue):  # (so get_nowait cannot raise)
+            self._dequeued(self._queue.get_nowait())
 
     def _dequeued(self, message: Message) -> None:
         size = n if (n := len(message.data)) > MESSAGE_OVERHEAD else MESSAGE_OVERHEAD
@@ -234,6 +232,8 @@ class Inbox:
         connection holds part of a message and waited ``close_timeout``: it is closed (1013), so
         that messages that never complete cannot keep the budget spent."""
         assert self._budget is not None
+        if self._queued_bytes + self._backlog_bytes + self._partial <= FAIR_SHARE:
+            return True  # a light connection goes on (a bystander's echo, say)
         conn = self._conn
         return await self._budget.wait_room(self._options.close_timeout, lambda: conn.buffered_bytes > 0)
 
@@ -243,9 +243,8 @@ class Inbox:
         self._backlog = None
         self._backlog_bytes = 0
 
-    def _stream_failed(self) -> None:
+    def _stream_failed(self) -> None:  # (after the closing handshake, a ragged TLS end is fine)
         conn = self._conn
-        # After a complete closing handshake, a ragged end (TLS without close_notify) is fine.
         if conn.state is not ConnectionState.CLOSED or conn.failure is not None:
             self._writer.mark_broken()
 
@@ -373,8 +372,7 @@ class Inbox:
             # Closing handshake done: the server closes TCP now (§7.1.1), not after the backlog.
             with trio.CancelScope(shield=True), trio.move_on_after(self._options.close_timeout):
                 await writer.close()
-        # The handler has close_timeout to take what is left.
-        deadline = trio.current_time() + self._options.close_timeout
+        deadline = trio.current_time() + self._options.close_timeout  # for the handler to take the rest
         deliver_scope.deadline = min(deliver_scope.deadline, deadline)
 
     async def _fail(self, code: int, reason: str) -> None:
