@@ -10,9 +10,10 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import trio
 import websockets.asyncio.server as ws_server
 
-from trio_ws.protocol import apply_mask
+from trio_ws.protocol import apply_mask, build_request
 
 MASK = b"\x37\xfa\x21\x3d"
 
@@ -79,3 +80,16 @@ def websockets_asyncio_server(
             loop.call_soon_threadsafe(stop[0].set_result, None)
         thread.join(10)
         loop.close()
+
+
+async def upgraded(port: int) -> trio.SocketStream:
+    """A raw client connection to 127.0.0.1:``port`` after a successful opening handshake: for tests
+    that send frames by hand."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    request, _ = build_request(f"127.0.0.1:{port}", "/")
+    await stream.send_all(request)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(4096)
+    assert head.startswith(b"HTTP/1.1 101")
+    return stream

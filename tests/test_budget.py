@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import trio
 import trio.testing
-from helpers import frame
+from helpers import frame, upgraded
 
 from trio_ws import WebSocket, WebSocketDisconnect, open_websocket, open_websocket_server
 from trio_ws.connection import BufferBudget
@@ -45,16 +45,6 @@ async def test_a_reader_that_holds_part_of_a_message_gives_up(autojump_clock: tr
     assert trio.current_time() - start == 3
     assert budget.peak == 100
 
-
-async def upgraded(port: int) -> trio.SocketStream:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    request, _ = build_request(f"127.0.0.1:{port}", "/")
-    await stream.send_all(request)
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await stream.receive_some(4096)
-    assert head.startswith(b"HTTP/1.1 101")
-    return stream
 
 
 async def test_big_messages_arriving_at_once_stay_within_the_budget() -> None:

@@ -7,24 +7,12 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from helpers import frame
+from helpers import frame, upgraded
 
 from trio_ws import WebSocket, open_websocket_server
-from trio_ws.protocol import build_request
 
 PING, TEXT = 9, 1
 
-
-async def upgraded(port: int) -> trio.SocketStream:
-    """A raw client connection after a successful opening handshake."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    request, _ = build_request(f"127.0.0.1:{port}", "/")
-    await stream.send_all(request)
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await stream.receive_some(4096)
-    assert head.startswith(b"HTTP/1.1 101")
-    return stream
 
 
 async def flood(stream: trio.SocketStream, chunk: bytes, limit: int) -> int:
