@@ -99,7 +99,6 @@ class Inbox:
         """Messages received and not yet taken by :meth:`receive`."""
         return len(self._queue) + (len(self._backlog) if self._backlog else 0)
 
-
     def take(self) -> Message | None:
         """A waiting message or ``None`` (the caller checkpoints); ``trio.EndOfChannel`` at the end;
         ``trio.BusyResourceError`` if another task waits in :meth:`wait`."""
@@ -164,7 +163,6 @@ class Inbox:
         if resume is not None and self._queued_bytes <= self._options.queue_low_water:
             self._resume_reading = None
             resume.set()
-
 
     async def _run(self, trailing: bytes) -> None:
         conn = self._conn
