@@ -5,6 +5,8 @@ bound and cannot stay stuck either."""
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
 import trio.testing
 from helpers import frame, upgraded
@@ -69,18 +71,22 @@ async def test_big_messages_arriving_at_once_stay_within_the_budget() -> None:
                 all_closed.set()
 
     limit = 2**20
-    async with open_websocket_server(
-        patient,
-        "127.0.0.1",
-        0,
-        max_buffered_bytes=limit,
-        max_message_size=2**24,
-        ping_interval=None,
-        close_timeout=1,
-        compression=None,
-    ) as server:
-        bystander_cm = open_websocket("127.0.0.1", server.port, "/echo", compression=None)
-        bystander = await bystander_cm.__aenter__()
+    async with (
+        open_websocket_server(
+            patient,
+            "127.0.0.1",
+            0,
+            max_buffered_bytes=limit,
+            max_message_size=2**24,
+            ping_interval=None,
+            close_timeout=1,
+            compression=None,
+        ) as server,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        bystander = await stack.enter_async_context(
+            open_websocket("127.0.0.1", server.port, "/echo", compression=None)
+        )
         streams = [await upgraded(server.port) for _ in range(6)]
         header = frame(BINARY, b"", length=2**24)  # the header (and mask) of a 16 MiB frame
 
@@ -98,6 +104,8 @@ async def test_big_messages_arriving_at_once_stay_within_the_budget() -> None:
                 nursery.start_soon(push, stream)
             await trio.testing.wait_all_tasks_blocked(cushion=0.2)  # TCP pushes back on every client
             assert server.budget.full
+            # Every reader is paused now: what is held is the most it gets.
+            assert server.budget.used <= limit + 6 * 65536 + 6 * 1024
             refused = await trio.open_tcp_stream("127.0.0.1", server.port)
             request, _ = build_request(f"127.0.0.1:{server.port}", "/")
             await refused.send_all(request)
@@ -112,7 +120,6 @@ async def test_big_messages_arriving_at_once_stay_within_the_budget() -> None:
             nursery.cancel_scope.cancel()
         for stream in streams:
             await trio.aclose_forcefully(stream)
-        await bystander_cm.__aexit__(None, None, None)
         assert codes == [1013] * 6
         assert server.budget.peak <= limit + 6 * 65536 + 6 * 1024
         await trio.testing.wait_all_tasks_blocked(cushion=0.1)

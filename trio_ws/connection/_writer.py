@@ -171,9 +171,7 @@ class Writer:
     async def write_first(self, data: bytes) -> None:
         """Write ``data`` (the opening handshake's answer) from the calling task, before anything
         else; a failure leaves the writer broken."""
-        self.pending += len(data)
-        if self._budget is not None:
-            self._budget.used += len(data)
+        self._count(data)
         await self._write(data)
 
     async def send_now(self, data: bytes) -> bool:
