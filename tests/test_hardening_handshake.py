@@ -89,14 +89,19 @@ def per_call(fn: Callable[[], object], *, rounds: int = 5, min_time: float = 0.0
     return best
 
 
+#: The most twice the input may cost: linear is 2, quadratic 4; a busy machine adds noise to both.
+LINEAR_AT_MOST = 3.0
+
+
 def growth(make: Callable[[int], bytes], parse: Callable[[bytes], object], n: int) -> float:
     """How much longer ``parse`` takes for ``make(2 * n)`` than for ``make(n)``: about 2 if linear,
-    4 if quadratic. Measured again (at most twice) when above 2.5, in case the machine was busy."""
+    4 if quadratic. Measured again (at most twice) when above :data:`LINEAR_AT_MOST`, in case the
+    machine was busy."""
     small, large = make(n), make(2 * n)
     ratio = float("inf")
     for _ in range(3):
         ratio = min(ratio, per_call(lambda: parse(large)) / per_call(lambda: parse(small)))
-        if ratio < 2.5:
+        if ratio < LINEAR_AT_MOST:
             break
     return ratio
 
@@ -104,7 +109,7 @@ def growth(make: Callable[[int], bytes], parse: Callable[[bytes], object], n: in
 def assert_linear(make: Callable[[int], bytes], parse: Callable[[bytes], object], n: int = 4000) -> None:
     """Twice the input takes at most about twice the time (quadratic parsing takes four times)."""
     ratio = growth(make, parse, n)
-    assert ratio < 2.5, f"time for {2 * n} vs {n}: x{ratio:.1f}"
+    assert ratio < LINEAR_AT_MOST, f"time for {2 * n} vs {n}: x{ratio:.1f}"
 
 
 def spaces_in_value(n: int) -> bytes:

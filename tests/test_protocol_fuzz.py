@@ -21,7 +21,7 @@ from types import FrameType
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_hardening_handshake import growth
+from test_hardening_handshake import LINEAR_AT_MOST, growth
 
 from trio_ws.protocol import (
     Connection,
@@ -395,4 +395,4 @@ def test_time_per_byte_stays_flat(
         parse([data[i : i + 1] for i in range(len(data))] if bytewise else [data])
 
     ratio = growth(make, feed, n)
-    assert ratio < 2.5, f"twice the input took x{ratio:.1f} the time"
+    assert ratio < LINEAR_AT_MOST, f"twice the input took x{ratio:.1f} the time"
