@@ -48,7 +48,6 @@ async def test_a_reader_that_holds_part_of_a_message_gives_up(autojump_clock: tr
     assert budget.peak == 100
 
 
-
 async def test_big_messages_arriving_at_once_stay_within_the_budget() -> None:
     """Six clients each start a 16 MiB message and push it as fast as TCP lets them; the server may
     hold 1 MiB in all. Their readers pause at the budget (one read each over it at most), a handshake

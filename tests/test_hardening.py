@@ -14,7 +14,6 @@ from trio_ws import WebSocket, open_websocket_server
 PING, TEXT = 9, 1
 
 
-
 async def flood(stream: trio.SocketStream, chunk: bytes, limit: int) -> int:
     """Send ``chunk`` again and again, never reading, until ``limit`` bytes or until TCP pushes
     back for good (every task blocked); the bytes sent."""
