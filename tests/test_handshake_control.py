@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import h11
 import pytest
 import trio
 import websockets.exceptions
 import websockets.sync.client as ws_sync
 
 from trio_ws import HandshakeRejected, HTTPResponse, Request, WebSocket, open_websocket, open_websocket_server
+from trio_ws.protocol import error_response
 from trio_ws.testing import open_test_client
 
 
@@ -97,6 +99,41 @@ async def test_plain_http_gets_426_by_default() -> None:
             answer = await http(server.port, f"{method} / HTTP/1.1\r\nHost: x\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 426 Upgrade Required\r\n"), method
             assert b"Upgrade: websocket\r\n" in answer
+
+
+async def test_the_426_has_one_connection_header_and_the_connection_closes_after() -> None:
+    async with open_websocket_server(hello, "127.0.0.1", 0) as server:
+        answer = await http(server.port, "GET /chat HTTP/1.1\r\nHost: x\r\n\r\n")  # (read to EOF)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert [line for line in lines if line.lower().startswith(b"connection:")] == [
+        b"Connection: Upgrade, close"
+    ]
+    assert [line for line in lines if line.lower().startswith(b"upgrade:")] == [b"Upgrade: websocket"]
+    # h11, a strict HTTP/1.1 client, reads one answer after which the server closes.
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/chat", headers=[("Host", "x")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(answer)
+    client.receive_data(b"")
+    response = client.next_event()
+    assert isinstance(response, h11.Response)
+    assert response.status_code == 426
+    assert [v for k, v in response.headers if k == b"connection"] == [b"Upgrade, close"]
+    data = client.next_event()
+    assert isinstance(data, h11.Data)
+    assert data.data == body
+    assert isinstance(client.next_event(), h11.EndOfMessage)
+    assert client.their_state is h11.MUST_CLOSE
+
+
+def test_error_responses_merge_connection_options_into_one_header() -> None:
+    def connection_lines(answer: bytes) -> list[bytes]:
+        return [line for line in answer.split(b"\r\n") if line.lower().startswith(b"connection:")]
+
+    answer = error_response(400, "no", [("Connection", "keep-alive"), (b"connection", b"Foo")])
+    assert connection_lines(answer) == [b"Connection: Foo, close"]
+    assert connection_lines(error_response(503)) == [b"Connection: close"]
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 409, 429, 451, 500, 503, 599])

@@ -16,6 +16,7 @@ from .app import (
     IsAdminUser,
     IsAuthenticated,
     JWTAuth,
+    Metrics,
     Overflow,
     RateLimit,
     RedisBackend,
@@ -42,7 +43,7 @@ from .connection import (
     WebSocketState,
 )
 from .protocol import CloseCode, DeflateOptions, Headers
-from .server import Handler, ProcessRequest, WebSocketServer
+from .server import ConnectionSummary, Handler, ProcessRequest, ServerObserver, WebSocketServer
 
 __version__ = "0.1.0.dev0"
 
@@ -66,10 +67,12 @@ __all__ = [
     "IsAuthenticated",
     "JWTAuth",
     "MessageLimit",
+    "Metrics",
     "RateLimit",
     "origin_allowed",
     "CloseCode",
     "ConnectionClosed",
+    "ConnectionSummary",
     "DeflateOptions",
     "HTTPResponse",
     "Handler",
@@ -85,6 +88,7 @@ __all__ = [
     "WebSocketClose",
     "WebSocketDisconnect",
     "WebSocketOptions",
+    "ServerObserver",
     "WebSocketServer",
     "WebSocketState",
     "open_websocket",

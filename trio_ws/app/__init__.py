@@ -13,6 +13,7 @@ from ._auth import (
     JWTAuth,
 )
 from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
+from ._metrics import Metrics
 from ._redis import RedisBackend
 from ._routing import Route, Router
 from ._security import RateLimit, SecurityPolicy, origin_allowed
@@ -31,6 +32,7 @@ __all__ = [
     "IsAdminUser",
     "IsAuthenticated",
     "JWTAuth",
+    "Metrics",
     "Overflow",
     "RateLimit",
     "RedisBackend",

@@ -12,7 +12,7 @@ from typing import Any
 import trio
 
 from ..connection import WebSocketOptions
-from ..server import Handler, ProcessRequest, WebSocketServer, open_listeners, run_server
+from ..server import Handler, ProcessRequest, ServerObserver, WebSocketServer, open_listeners, run_server
 from ._auth import AuthBackend, Guard
 from ._security import RateLimit, SecurityPolicy
 
@@ -40,6 +40,8 @@ async def open_websocket_server(
     max_connections_per_client: int | None = None,
     trusted_proxies: Sequence[str] = (),
     max_buffered_bytes: int | None = None,
+    observer: ServerObserver | None = None,
+    access_log_query: bool = False,
     **options: Any,
 ) -> AsyncIterator[WebSocketServer]:
     """Serve ``handler`` on ``host:port`` (or on ready-made ``listeners``) for the block's duration.
@@ -66,6 +68,11 @@ async def open_websocket_server(
     pushes back on the peers), new handshakes get 503, and a connection that holds part of a message
     and has waited ``close_timeout`` is closed with 1013 (try again later).
 
+    Observability (``docs/logging.md``): ``observer`` is told of every handshake, connection and
+    handler failure (a :class:`Metrics`; any :class:`ServerObserver`). The access log line of each
+    connection (``trio_ws.access``, INFO) leaves out the query string, which may carry a token,
+    unless ``access_log_query`` is true.
+
     Keyword ``options`` are :class:`WebSocketOptions` fields. Leaving the block — normally, by an
     exception or by cancellation — shuts down gracefully (see :meth:`WebSocketServer.aclose`).
 
@@ -88,6 +95,8 @@ async def open_websocket_server(
         max_connections_per_client=max_connections_per_client,
         trusted_proxies=trusted_proxies,
         max_buffered_bytes=max_buffered_bytes,
+        observer=observer,
+        access_log_query=access_log_query,
     )
     async with run_server(server):
         yield server

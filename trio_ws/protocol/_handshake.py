@@ -260,7 +260,9 @@ def error_response(
 ) -> bytes:
     """An HTTP response that refuses (or answers) a request and closes the connection.
 
-    ``body`` defaults to the status's phrase; ``headers`` are added as given.
+    ``body`` defaults to the status's phrase; ``headers`` are added as given, but for ``Connection``:
+    the response has one ``Connection`` header, the options given (``Upgrade`` for a 426, as RFC 9110
+    §7.8 asks of a response with ``Upgrade``) followed by ``close``.
     """
     try:
         phrase = HTTPStatus(status).phrase
@@ -269,13 +271,27 @@ def error_response(
     if body is None:
         body = f"{status} {phrase}\n"
     data = body.encode("utf-8") if isinstance(body, str) else body
+    options: list[str] = []
+    others: list[tuple[str | bytes, str | bytes]] = []
+    for name, value in headers:
+        if _text(name).strip().lower() != "connection":
+            others.append((name, value))
+            continue
+        for option in _text(value).split(","):
+            if option.strip() and option.strip().lower() not in ("close", "keep-alive"):
+                options.append(option.strip())
+    options.append("close")
     fields: list[tuple[str | bytes, str | bytes]] = [
         ("Content-Type", content_type),
         ("Content-Length", str(len(data))),
-        ("Connection", "close"),
+        ("Connection", ", ".join(options)),
     ]
-    fields.extend(headers)
+    fields.extend(others)
     return _head(f"HTTP/1.1 {status} {phrase}", fields) + data
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("latin-1")
 
 
 def build_request(

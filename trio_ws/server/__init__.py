@@ -2,14 +2,17 @@
 connections, graceful shutdown, the access log. It takes a handshake policy object and imports
 nothing of the application layer."""
 
+from ._observer import ConnectionSummary, ServerObserver
 from ._proxies import client_address, parse_networks
 from ._server import WebSocketServer, open_listeners, run_server
 from ._upgrade import Handler, HandshakePolicy, ProcessRequest, http_answer
 
 __all__ = [
+    "ConnectionSummary",
     "Handler",
     "HandshakePolicy",
     "ProcessRequest",
+    "ServerObserver",
     "WebSocketServer",
     "client_address",
     "http_answer",

@@ -23,6 +23,7 @@ from ..connection import (
 )
 from ..protocol import CloseCode, error_response
 from ._access import AccessRecord, peer_address
+from ._observer import ServerObserver
 from ._proxies import parse_networks
 from ._upgrade import Handler, HandshakePolicy, ProcessRequest, Upgrader
 
@@ -60,6 +61,10 @@ class WebSocketServer:
     A connection owns its tasks: once it is closed (closing handshake done, or the stream lost), a
     handler still running ``close_timeout`` later is cancelled, with the tasks it started in
     ``ws.nursery``, and that is logged at INFO.
+
+    ``observer`` (a :class:`~trio_ws.ServerObserver`, such as :class:`~trio_ws.Metrics`) is told of
+    handshakes, connections and handler failures, once per connection. The access log
+    (``trio_ws.access``) leaves out query strings unless ``access_log_query`` is true.
     """
 
     def __init__(
@@ -77,8 +82,14 @@ class WebSocketServer:
         max_connections_per_client: int | None = None,
         trusted_proxies: Sequence[str] = (),
         max_buffered_bytes: int | None = None,
+        observer: ServerObserver | None = None,
+        access_log_query: bool = False,
     ) -> None:
         self.handler = handler
+        #: Told of handshakes, connections and handler failures (``None``: nobody).
+        self.observer = observer
+        #: Whether the access log keeps query strings (they may carry tokens).
+        self.access_log_query = access_log_query
         if max_buffered_bytes is None:
             max_buffered_bytes = default_buffered_bytes(options)
         #: The bytes all connections hold, against ``max_buffered_bytes`` (``.used``, ``.peak``).
@@ -133,6 +144,11 @@ class WebSocketServer:
     def opened(self, ws: WebSocket) -> None:
         """``ws`` was accepted (called by the connection)."""
         self.connections.add(ws)
+        observer = self.observer
+        if observer is not None and (record := self._records.get(ws.stream)) is not None:
+            record.status = "101"  # (what tells AccessRecord.finish to report connection_closed)
+            observer.handshake_answered(101)
+            observer.connection_opened()
 
     def closed(self, ws: WebSocket) -> None:
         """``ws`` is closed (called by the connection): it leaves ``connections``, and its handler
@@ -220,7 +236,7 @@ class WebSocketServer:
                 self._idle.set()
             if ws is None or not ws.stream_closed:
                 await trio.aclose_forcefully(stream)
-            record.log()
+            record.finish(self.observer, self.access_log_query)
 
     def _release(self, ws: WebSocket, record: AccessRecord, nursery: trio.Nursery) -> None:
         """The handler is done: so is the connection."""
@@ -243,6 +259,7 @@ class WebSocketServer:
             if _only_disconnects(exc):  # from the handler's own nursery: the peer went away
                 return await self._finish(ws)
             logger.exception("handler for %s failed", ws.path)
+            record.failed = True
             if ws.application_state is WebSocketState.CONNECTING:
                 await ws.reject(500, "internal server error")
             else:
