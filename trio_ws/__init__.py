@@ -35,6 +35,7 @@ from .connection import (
     MessageLimit,
     QueryParams,
     Request,
+    State,
     WebSocket,
     WebSocketClose,
     WebSocketDisconnect,
@@ -42,7 +43,7 @@ from .connection import (
     WebSocketState,
 )
 from .protocol import CloseCode, DeflateOptions, Headers
-from .server import Handler, ProcessRequest, WebSocketServer
+from .server import Handler, ProcessRequest, ProcessResponse, WebSocketServer
 
 __version__ = "0.1.0.dev0"
 
@@ -76,10 +77,12 @@ __all__ = [
     "HandshakeRejected",
     "Headers",
     "ProcessRequest",
+    "ProcessResponse",
     "QueryParams",
     "Request",
     "Route",
     "Router",
+    "State",
     "URL",
     "WebSocket",
     "WebSocketClose",

@@ -4,12 +4,13 @@ nothing of the application layer."""
 
 from ._proxies import client_address, parse_networks
 from ._server import WebSocketServer, open_listeners, run_server
-from ._upgrade import Handler, HandshakePolicy, ProcessRequest, http_answer
+from ._upgrade import Handler, HandshakePolicy, ProcessRequest, ProcessResponse, http_answer
 
 __all__ = [
     "Handler",
     "HandshakePolicy",
     "ProcessRequest",
+    "ProcessResponse",
     "WebSocketServer",
     "client_address",
     "http_answer",
