@@ -15,7 +15,8 @@ import trio_ws
 import trio_ws.testing
 
 ROOT = Path(__file__).resolve().parent.parent
-ALIASES = {"Handler", "ProcessRequest", "Guard"}  # type aliases: documented by a string after them
+# type aliases: documented by a string after them
+ALIASES = {"Handler", "ProcessRequest", "ProcessResponse", "Guard"}
 
 
 def public_names() -> list[str]:

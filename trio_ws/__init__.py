@@ -36,6 +36,7 @@ from .connection import (
     MessageLimit,
     QueryParams,
     Request,
+    State,
     WebSocket,
     WebSocketClose,
     WebSocketDisconnect,
@@ -43,7 +44,14 @@ from .connection import (
     WebSocketState,
 )
 from .protocol import CloseCode, DeflateOptions, Headers
-from .server import ConnectionSummary, Handler, ProcessRequest, ServerObserver, WebSocketServer
+from .server import (
+    ConnectionSummary,
+    Handler,
+    ProcessRequest,
+    ProcessResponse,
+    ServerObserver,
+    WebSocketServer,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -79,10 +87,12 @@ __all__ = [
     "HandshakeRejected",
     "Headers",
     "ProcessRequest",
+    "ProcessResponse",
     "QueryParams",
     "Request",
     "Route",
     "Router",
+    "State",
     "URL",
     "WebSocket",
     "WebSocketClose",

@@ -12,7 +12,15 @@ from typing import Any
 import trio
 
 from ..connection import WebSocketOptions
-from ..server import Handler, ProcessRequest, ServerObserver, WebSocketServer, open_listeners, run_server
+from ..server import (
+    Handler,
+    ProcessRequest,
+    ProcessResponse,
+    ServerObserver,
+    WebSocketServer,
+    open_listeners,
+    run_server,
+)
 from ._auth import AuthBackend, Guard
 from ._security import RateLimit, SecurityPolicy
 
@@ -31,6 +39,7 @@ async def open_websocket_server(
     server_header: str | None = "trio_ws",
     max_request_size: int = 16 * 1024,
     process_request: ProcessRequest | None = None,
+    process_response: ProcessResponse | None = None,
     origins: Sequence[str] | None = None,
     require_origin: bool = False,
     rate_limit: RateLimit | None = None,
@@ -51,7 +60,13 @@ async def open_websocket_server(
     none). ``max_request_size``: the request head's limit (431 beyond). ``process_request``: an
     async hook that sees every request first and may answer it with an :class:`HTTPResponse` (health
     checks, pages, redirects); ``None`` from it continues with the WebSocket handshake. Plain HTTP
-    requests it does not answer get 426 with ``Upgrade: websocket``.
+    requests it does not answer get 426 with ``Upgrade: websocket``. ``process_response``: an async
+    hook called as ``process_response(ws, headers)`` when a handler accepts, before the 101 is
+    written: it may change ``headers`` (a list of ``(name, value)`` pairs: those of
+    ``accept(headers=...)`` and ``Server``) in place — set a cookie, drop a header — and return
+    ``None``, or return an :class:`HTTPResponse` to refuse the handshake with it (``accept()`` then
+    raises :class:`WebSocketDisconnect` 1006). An exception in either hook is logged and answered
+    with 500.
 
     Security (``docs/security.md``), checked before the handler in this order: ``origins`` (allowed
     ``Origin`` values: exact, ``"*"``, ``"https://*.example.com"``; refused with 403 "Origin not
@@ -90,6 +105,7 @@ async def open_websocket_server(
         server_header=server_header,
         max_request_size=max_request_size,
         process_request=process_request,
+        process_response=process_response,
         policy=SecurityPolicy.build(origins, require_origin, rate_limit, auth, guards),
         max_connections=max_connections,
         max_connections_per_client=max_connections_per_client,

@@ -12,14 +12,16 @@ from ._exceptions import (
     HandshakeRejected,
     WebSocketClose,
     WebSocketDisconnect,
+    check_close,
     check_close_reason,
 )
 from ._io import receive_some
 from ._iteration import JSONMode, MessageIterator
 from ._limits import MessageLimit
-from ._opening import Registry, ServerHandshake
+from ._opening import Registry, ResponseHook, ServerHandshake
 from ._options import WebSocketOptions, WebSocketState
 from ._request import URL, HTTPResponse, QueryParams, Request
+from ._scope import State
 from ._websocket import WebSocket, start_client
 from ._writer import answer_and_linger
 
@@ -35,13 +37,16 @@ __all__ = [
     "QueryParams",
     "Registry",
     "Request",
+    "ResponseHook",
     "ServerHandshake",
+    "State",
     "WebSocket",
     "WebSocketClose",
     "WebSocketDisconnect",
     "WebSocketOptions",
     "WebSocketState",
     "answer_and_linger",
+    "check_close",
     "check_close_reason",
     "receive_some",
     "start_client",

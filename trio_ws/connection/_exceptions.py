@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from ..protocol import CloseCode, Headers
+from ..protocol import CloseCode, Headers, is_wire_close_code
 
-__all__ = ["HandshakeRejected", "WebSocketClose", "WebSocketDisconnect", "ConnectionClosed"]
+__all__ = [
+    "HandshakeRejected",
+    "WebSocketClose",
+    "WebSocketDisconnect",
+    "ConnectionClosed",
+    "check_close",
+    "check_close_reason",
+]
 
 
 class WebSocketDisconnect(Exception):
@@ -34,12 +41,29 @@ def check_close_reason(reason: str) -> None:
         raise ValueError(f"a close reason must not contain CR or LF: {reason!r}")
 
 
+def check_close(code: int, reason: str) -> None:
+    """Refuse what a close frame may not carry (RFC 6455 §5.5.1, §7.4): a ``code`` other than
+    1000-1003, 1007-1014 and 3000-4999 (1005, 1006 and 1015 only say what happened, they are never
+    sent), a ``reason`` over 123 bytes of UTF-8, or one with CR or LF. Raises ``ValueError``."""
+    if isinstance(code, bool) or not isinstance(code, int) or not is_wire_close_code(code):
+        raise ValueError(
+            f"close code {code!r} may not be sent: use 1000-1003, 1007-1014 or 3000-4999 (RFC 6455 §7.4)"
+        )
+    check_close_reason(reason)
+    if len(reason.encode("utf-8")) > 123:
+        raise ValueError(f"a close reason may have at most 123 bytes of UTF-8, not {len(reason.encode())}")
+
+
 class WebSocketClose(Exception):
-    """Raise it from a handler to close the connection with ``code`` and ``reason`` (``ValueError``
-    for a reason with CR or LF)."""
+    """Raise it from a handler to close the connection with ``code`` and ``reason``; alone or in an
+    ``ExceptionGroup`` of the handler's own tasks made only of ``WebSocketClose`` and
+    :class:`WebSocketDisconnect` (then the first ``WebSocketClose`` in the group's order wins).
+
+    ``ValueError`` for a code that may not be sent (only 1000-1003, 1007-1014 and 3000-4999 may),
+    a reason over 123 bytes of UTF-8, or one with CR or LF."""
 
     def __init__(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        check_close_reason(reason)
+        check_close(code, reason)
         super().__init__(code, reason)
         self.code = code
         self.reason = reason

@@ -1,8 +1,9 @@
 """What a connection sends, and the typed receives: the message API of :class:`~trio_ws.WebSocket`.
 
-:class:`Messaging` is a base of ``WebSocket``: it implements ``send_*``, ``ping``, ``pong`` and the
-typed ``receive_*`` / ``iter_*`` on top of three hooks the connection class provides
-(``_parts``, ``_disconnect``, ``_ping_table``) and of its public ``receive()`` and ``close()``.
+:class:`Messaging` is a base of ``WebSocket``: it implements ``send_*``, ``ping``, ``pong``, the
+typed ``receive_*`` / ``iter_*`` (and ``async for``) and the message counters on top of four hooks the
+connection class provides (``_parts``, ``_disconnect``, ``_ping_table``, ``_protocol``) and of its
+public ``receive()`` and ``close()``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class Messaging:
         """The connection's pings waiting for their pong."""
         raise NotImplementedError
 
+    def _protocol(self) -> Connection | None:
+        """The protocol connection, ``None`` before the connection is open."""
+        raise NotImplementedError
+
     async def receive(self) -> str | bytes:
         """The next message (see ``WebSocket.receive``)."""
         raise NotImplementedError
@@ -50,6 +55,32 @@ class Messaging:
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close the connection (see ``WebSocket.close``)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------- counters
+
+    @property
+    def messages_received(self) -> int:
+        """Whole data messages received so far."""
+        conn = self._protocol()
+        return 0 if conn is None else conn.messages_received
+
+    @property
+    def bytes_received(self) -> int:
+        """Payload bytes of the messages received so far (after decompression)."""
+        conn = self._protocol()
+        return 0 if conn is None else conn.bytes_received
+
+    @property
+    def messages_sent(self) -> int:
+        """Whole data messages sent so far."""
+        conn = self._protocol()
+        return 0 if conn is None else conn.messages_sent
+
+    @property
+    def bytes_sent(self) -> int:
+        """Payload bytes of the messages sent so far (before compression)."""
+        conn = self._protocol()
+        return 0 if conn is None else conn.bytes_sent
 
     # ------------------------------------------------------------ receiving
 
@@ -100,6 +131,11 @@ class Messaging:
         """JSON messages until a normal close (see :meth:`iter_text`)."""
         check_json_mode(mode)
         return MessageIterator(functools.partial(self.receive_json, mode))
+
+    def __aiter__(self) -> MessageIterator[str | bytes]:
+        """``async for message in ws``: every message, ``str`` for text and ``bytes`` for binary,
+        as :meth:`receive` gives them, until a normal close (see :meth:`iter_text`)."""
+        return MessageIterator(self.receive)
 
     # -------------------------------------------------------------- sending
 
@@ -213,4 +249,3 @@ class Messaging:
         """Send an unsolicited pong (a one-way heartbeat)."""
         conn, writer = self._parts()
         await self._send(conn.send_pong, payload, writer)
-

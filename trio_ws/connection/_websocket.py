@@ -12,25 +12,28 @@ import trio
 
 from ..protocol import CloseCode, Connection, ConnectionState, Role
 from ..protocol import error_response as http_error
-from ._exceptions import WebSocketDisconnect, check_close_reason
+from ._exceptions import WebSocketDisconnect, check_close
 from ._inbox import Inbox
 from ._messages import Messaging
-from ._opening import Registry, ServerHandshake
+from ._opening import Refusal, Registry, ServerHandshake
 from ._options import WebSocketOptions, WebSocketState
 from ._pacing import yield_if_due
 from ._pings import PingTable, keepalive
 from ._request import Request, RequestView
+from ._scope import ScopeView
 from ._writer import Writer, answer_and_linger
 
 __all__ = ["WebSocket", "start_client"]
 
+
 @final
-class WebSocket(Messaging, RequestView):
+class WebSocket(Messaging, RequestView, ScopeView):
     """One WebSocket connection, server or client side.
 
-    Receive with :meth:`receive_text`, :meth:`receive_bytes`, :meth:`receive_json`, :meth:`receive`
-    or the ``iter_*`` methods; send with ``send_*``; end with :meth:`close`. On the server, call
-    :meth:`accept` (or :meth:`reject`) first; ``request`` holds the upgrade request.
+    Receive with :meth:`receive_text`, :meth:`receive_bytes`, :meth:`receive_json`, :meth:`receive`,
+    the ``iter_*`` methods or ``async for message in ws``; send with ``send_*``; end with
+    :meth:`close`. On the server, call :meth:`accept` (or :meth:`reject`) first; ``request`` holds
+    the upgrade request.
 
     Error handling: once the connection is closed, receives (after every earlier message) and sends
     raise :class:`WebSocketDisconnect` with the close code. Receiving from two tasks at once raises
@@ -143,26 +146,6 @@ class WebSocket(Messaging, RequestView):
         return () if self._handshake is None else self._handshake.subprotocols
 
     @property
-    def messages_received(self) -> int:
-        """Whole data messages received so far."""
-        return 0 if self._conn is None else self._conn.messages_received
-
-    @property
-    def bytes_received(self) -> int:
-        """Payload bytes of the messages received so far (after decompression)."""
-        return 0 if self._conn is None else self._conn.bytes_received
-
-    @property
-    def messages_sent(self) -> int:
-        """Whole data messages sent so far."""
-        return 0 if self._conn is None else self._conn.messages_sent
-
-    @property
-    def bytes_sent(self) -> int:
-        """Payload bytes of the messages sent so far (before compression)."""
-        return 0 if self._conn is None else self._conn.bytes_sent
-
-    @property
     def pending_messages(self) -> int:
         """Messages received and not yet taken by a receive (bounded by ``max_queue`` and
         ``queue_high_water``, see ``WebSocketOptions``)."""
@@ -214,6 +197,9 @@ class WebSocket(Messaging, RequestView):
         if self.options.ping_interval is not None:
             nursery.start_soon(keepalive, self, self.options.ping_interval, self.options.ping_timeout)
 
+    def _protocol(self) -> Connection | None:
+        return self._conn
+
     def _ping_table(self) -> PingTable:
         pings = self._pings
         if pings is None:
@@ -253,23 +239,28 @@ class WebSocket(Messaging, RequestView):
         headers: Sequence[tuple[str, str]] | None = None,
     ) -> None:
         """Accept the opening handshake (server side), with ``subprotocol`` (one the client offered)
-        and extra response ``headers``. Raises :class:`RuntimeError` if already accepted or refused,
-        :class:`ValueError` for a subprotocol the client did not offer, and
-        :class:`WebSocketDisconnect` (1001) when the server is shutting down (the client got 503)."""
+        and extra response ``headers`` (which the server's ``process_response`` hook sees next).
+        Raises :class:`RuntimeError` if already accepted or refused, :class:`ValueError` for a
+        subprotocol the client did not offer, :class:`WebSocketDisconnect` (1001) when the server
+        is shutting down (the client got 503), and (1006) when ``process_response`` refused."""
         handshake, request, nursery = self._handshake, self.request, self._nursery
         if handshake is None or request is None or nursery is None:
             raise RuntimeError("accept() is only possible once, before the handshake is answered")
         if self.application_state is not WebSocketState.CONNECTING:
             raise RuntimeError("accept() is only possible once, before the handshake is answered")
         options = self.options
-        response, conn, chosen, extensions = handshake.answer(request, options, subprotocol, headers or ())
+        self.subprotocol = handshake.choose(request, subprotocol)
+        answer = await handshake.answer(self, request, options, self.subprotocol, headers or ())
         if self._registry is not None and not self._registry.accepting:
-            await self.reject(503, "server shutting down")
+            if self.application_state is WebSocketState.CONNECTING:  # (else refused by the shutdown)
+                await self.reject(503, "server shutting down")
             raise WebSocketDisconnect(CloseCode.GOING_AWAY, "server shutting down")
+        if isinstance(answer, Refusal):  # by the server's process_response
+            await self._refuse(answer.status, answer.data)
+            raise WebSocketDisconnect(CloseCode.ABNORMAL_CLOSURE, "handshake refused by process_response")
+        response, conn, self.extensions = answer
         budget = handshake.budget
         writer = Writer(self.stream, nursery, options.write_high_water, options.write_low_water, budget)
-        self.subprotocol = chosen
-        self.extensions = extensions
         await writer.write_first(response)
         if writer.broken:
             await writer.abort()
@@ -294,11 +285,14 @@ class WebSocket(Messaging, RequestView):
             raise RuntimeError("reject() is only possible before the handshake is answered")
         if not 400 <= status <= 599:
             raise ValueError(f"reject() needs a 4xx or 5xx status, not {status}")
+        await self._refuse(status, http_error(status, body, headers))
+
+    async def _refuse(self, status: int, response: bytes) -> None:
         self.application_state = WebSocketState.DISCONNECTED
         self._refused = True
         self._close_code = CloseCode.ABNORMAL_CLOSURE
         self.refused_status = status
-        await answer_and_linger(self.stream, http_error(status, body, headers), self.options.close_timeout)
+        await answer_and_linger(self.stream, response, self.options.close_timeout)
         await trio.aclose_forcefully(self.stream)
 
     async def receive(self) -> str | bytes:
@@ -340,10 +334,10 @@ class WebSocket(Messaging, RequestView):
 
         Before :meth:`accept` on a server, it refuses the handshake with HTTP 403. Closing an
         already closed connection does nothing. Messages that arrive meanwhile are discarded.
-        Raises ``ValueError`` for a reason with CR or LF (and ``LocalProtocolError`` for one over 123
-        bytes of UTF-8).
+        Raises ``ValueError``, before anything is done, for a code that may not be sent (only
+        1000-1003, 1007-1014 and 3000-4999 may), a reason over 123 bytes of UTF-8 or with CR or LF.
         """
-        check_close_reason(reason)
+        check_close(code, reason)
         conn, writer, inbox = self._conn, self._writer, self._inbox
         if conn is None or writer is None or inbox is None:
             if self.role is Role.SERVER and self.application_state is WebSocketState.CONNECTING:

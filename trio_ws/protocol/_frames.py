@@ -49,7 +49,9 @@ OP_PONG: Final = int(Opcode.PONG)
 
 
 class CloseCode(enum.IntEnum):
-    """Close status codes (RFC 6455 §7.4.1 and the IANA registry, §11.7)."""
+    """Close status codes (RFC 6455 §7.4.1 and the IANA registry, §11.7). ``NORMAL`` and
+    ``NO_STATUS_RECEIVED`` are other names of ``NORMAL_CLOSURE`` and ``NO_STATUS_RCVD`` (the same
+    members)."""
 
     NORMAL_CLOSURE = 1000  #: the purpose of the connection was fulfilled
     GOING_AWAY = 1001  #: the server is shutting down or the browser left the page
@@ -67,6 +69,10 @@ class CloseCode(enum.IntEnum):
     TRY_AGAIN_LATER = 1013  #: the server is overloaded; try again later
     BAD_GATEWAY = 1014  #: a gateway got an invalid response upstream
     TLS_HANDSHAKE = 1015  #: the TLS handshake failed; never sent
+
+    # Aliases (the same members under the names other libraries use).
+    NORMAL = 1000  #: alias of ``NORMAL_CLOSURE``
+    NO_STATUS_RECEIVED = 1005  #: alias of ``NO_STATUS_RCVD``
 
 
 # Codes that may appear in a close frame on the wire (§7.4.1, §7.4.2; 1012-1014 from the IANA registry).

@@ -5,7 +5,7 @@ nothing of the application layer."""
 from ._observer import ConnectionSummary, ServerObserver
 from ._proxies import client_address, parse_networks
 from ._server import WebSocketServer, open_listeners, run_server
-from ._upgrade import Handler, HandshakePolicy, ProcessRequest, http_answer
+from ._upgrade import Handler, HandshakePolicy, ProcessRequest, ProcessResponse, http_answer
 
 __all__ = [
     "ConnectionSummary",
@@ -13,6 +13,7 @@ __all__ = [
     "HandshakePolicy",
     "ProcessRequest",
     "ServerObserver",
+    "ProcessResponse",
     "WebSocketServer",
     "client_address",
     "http_answer",

@@ -20,12 +20,13 @@ from ..connection import (
     WebSocketDisconnect,
     WebSocketOptions,
     WebSocketState,
+    check_close,
 )
 from ..protocol import CloseCode, error_response
 from ._access import AccessRecord, peer_address
 from ._observer import ServerObserver
 from ._proxies import parse_networks
-from ._upgrade import Handler, HandshakePolicy, ProcessRequest, Upgrader
+from ._upgrade import Handler, HandshakePolicy, ProcessRequest, ProcessResponse, Upgrader
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
@@ -44,11 +45,25 @@ def default_buffered_bytes(options: WebSocketOptions) -> int:
     return max(256 * 2**20, 16 * (options.max_message_size or 0))
 
 
-def _only_disconnects(exc: BaseException) -> bool:
-    """Whether ``exc`` is a ``WebSocketDisconnect``, or a group made only of them (nested or not)."""
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions in ``exc``: itself, or those of a group (nested groups too), in order."""
     if isinstance(exc, BaseExceptionGroup):
-        return all(_only_disconnects(e) for e in exc.exceptions)
-    return isinstance(exc, WebSocketDisconnect)
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+def _handler_ending(exc: BaseException) -> WebSocketClose | WebSocketDisconnect | None:
+    """What a handler's exception asks for. ``exc`` is a ``WebSocketClose`` or a
+    ``WebSocketDisconnect``, or a group (from the handler's own nursery; nested or not) made only of
+    them: the first ``WebSocketClose`` in the group's order (close with its code and reason), else a
+    ``WebSocketDisconnect`` (the peer went away). ``None`` for anything else, a group with any other
+    exception included: the handler failed."""
+    leaves = _leaves(exc)
+    if not all(isinstance(e, (WebSocketClose, WebSocketDisconnect)) for e in leaves):
+        return None
+    first = next((e for e in leaves if isinstance(e, WebSocketClose)), leaves[0])
+    assert isinstance(first, (WebSocketClose, WebSocketDisconnect))
+    return first
 
 
 @final
@@ -77,6 +92,7 @@ class WebSocketServer:
         server_header: str | None = "trio_ws",
         max_request_size: int = 16 * 1024,
         process_request: ProcessRequest | None = None,
+        process_response: ProcessResponse | None = None,
         policy: HandshakePolicy | None = None,
         max_connections: int | None = None,
         max_connections_per_client: int | None = None,
@@ -104,6 +120,7 @@ class WebSocketServer:
             server_header=server_header,
             max_request_size=max_request_size,
             process_request=process_request,
+            process_response=process_response,
             policy=policy,
             max_connections_per_client=max_connections_per_client,
             trusted_proxies=parse_networks(trusted_proxies),
@@ -249,14 +266,14 @@ class WebSocketServer:
     async def _run_handler(self, ws: WebSocket, record: AccessRecord) -> None:
         try:
             await self.handler(ws)
-        except WebSocketClose as exc:
-            record.handler_done = True
-            await ws.close(exc.code, exc.reason)
         except WebSocketDisconnect:
             pass
         except Exception as exc:
             record.handler_done = True
-            if _only_disconnects(exc):  # from the handler's own nursery: the peer went away
+            ending = _handler_ending(exc)
+            if isinstance(ending, WebSocketClose):
+                return await self._close_as_asked(ws, ending)
+            if ending is not None:  # disconnects from the handler's own nursery: the peer went away
                 return await self._finish(ws)
             logger.exception("handler for %s failed", ws.path)
             record.failed = True
@@ -266,6 +283,22 @@ class WebSocketServer:
                 await ws.close(CloseCode.INTERNAL_ERROR)
         record.handler_done = True
         await self._finish(ws)
+
+    @staticmethod
+    async def _close_as_asked(ws: WebSocket, close: WebSocketClose) -> None:
+        """Close as the handler's ``WebSocketClose`` asks; with 1011 if its code or reason cannot be
+        sent (changed after it was made): never without a close frame."""
+        code, reason = close.code, close.reason
+        try:
+            check_close(code, reason)
+        except ValueError as exc:
+            logger.error(
+                "handler for %s raised WebSocketClose that cannot be sent (%s); closing with 1011",
+                ws.path,
+                exc,
+            )
+            code, reason = CloseCode.INTERNAL_ERROR, ""
+        await ws.close(code, reason)
 
     @staticmethod
     async def _finish(ws: WebSocket) -> None:
@@ -281,7 +314,9 @@ class WebSocketServer:
         connection with ``code`` (1001), wait up to ``close_timeout`` for the closing handshakes and
         the handlers, then cancel what is left. Returns as soon as every connection is closed and
         its handler has returned. Shielded from cancellation; calling it again waits for the first
-        call to finish."""
+        call to finish. ``ValueError`` for a ``code`` or ``reason`` a close frame may not carry
+        (see :meth:`WebSocket.close`), before anything is done."""
+        check_close(code, reason)
         if self._closing:
             await self._closed.wait()
             return

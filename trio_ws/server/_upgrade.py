@@ -28,7 +28,7 @@ from ..protocol import HandshakeError, RequestParser, Role, error_response, vali
 from ._access import AccessRecord
 from ._proxies import Network, client_address
 
-__all__ = ["Handler", "HandshakePolicy", "ProcessRequest", "Upgrader", "http_answer"]
+__all__ = ["Handler", "HandshakePolicy", "ProcessRequest", "ProcessResponse", "Upgrader", "http_answer"]
 
 logger = logging.getLogger("trio_ws")
 
@@ -36,6 +36,11 @@ Handler = Callable[..., Awaitable[None]]
 """``async def handler(ws: WebSocket, **path_params) -> None``; a ``Router`` is one too."""
 ProcessRequest = Callable[[Request], Awaitable[HTTPResponse | None]]
 """``async def process_request(request: Request) -> HTTPResponse | None``: the server's HTTP hook."""
+ProcessResponse = Callable[[WebSocket, list[tuple[str, str]]], Awaitable[HTTPResponse | None]]
+"""``async def process_response(ws: WebSocket, headers: list[tuple[str, str]]) -> HTTPResponse | None``:
+the server's hook on the 101, called when the handler accepts, before the 101 is written. ``headers``
+are the response's own headers (``accept(headers=...)`` and ``Server``), which it may change in place;
+``None`` goes on with them, an ``HTTPResponse`` refuses the handshake with it instead."""
 
 
 class HandshakePolicy(Protocol):
@@ -65,6 +70,7 @@ class Upgrader:
         server_header: str | None,
         max_request_size: int,
         process_request: ProcessRequest | None,
+        process_response: ProcessResponse | None,
         policy: HandshakePolicy | None,
         max_connections_per_client: int | None,
         trusted_proxies: tuple[Network, ...],
@@ -76,6 +82,7 @@ class Upgrader:
         self.server_header = server_header
         self.max_request_size = max_request_size
         self.process_request = process_request
+        self.process_response = process_response
         self.policy = policy
         self.max_connections_per_client = max_connections_per_client
         self.trusted_proxies = trusted_proxies
@@ -174,6 +181,7 @@ class Upgrader:
                 return None
         handshake.subprotocols = self.subprotocols
         handshake.server_header = self.server_header
+        handshake.process_response = self.process_response
         ws = WebSocket(
             stream,
             Role.SERVER,

@@ -13,7 +13,7 @@ import trio.testing
 
 from ..client import connect_websocket, run_client
 from ..connection import WebSocket, WebSocketOptions
-from ..server import Handler, ProcessRequest, WebSocketServer
+from ..server import Handler, ProcessRequest, ProcessResponse, WebSocketServer
 
 __all__ = ["TestClient", "open_test_client"]
 
@@ -108,13 +108,14 @@ async def open_test_client(
     subprotocols: Sequence[str] = (),
     server_subprotocols: Sequence[str] = (),
     process_request: ProcessRequest | None = None,
+    process_response: ProcessResponse | None = None,
     **options: Any,
 ) -> AsyncIterator[TestClient]:
     """Serve ``handler`` over an in-memory stream pair and connect a :class:`TestClient` to ``path``.
 
     ``headers`` (a dict or pairs) and ``query_string`` (without ``?``) go into the request, which
-    carries ``Host: testserver``; ``server_subprotocols`` and ``process_request`` are the server's
-    (see :func:`~trio_ws.open_websocket_server`).
+    carries ``Host: testserver``; ``server_subprotocols``, ``process_request`` and
+    ``process_response`` are the server's (see :func:`~trio_ws.open_websocket_server`).
 
     Keyword ``options`` (:class:`~trio_ws.WebSocketOptions` fields) apply to both ends; keepalive
     pings are off unless asked for. A refused handshake raises :class:`~trio_ws.HandshakeRejected`
@@ -123,7 +124,13 @@ async def open_test_client(
     """
     options.setdefault("ping_interval", None)
     opts = WebSocketOptions(**options)
-    server = WebSocketServer(handler, opts, subprotocols=server_subprotocols, process_request=process_request)
+    server = WebSocketServer(
+        handler,
+        opts,
+        subprotocols=server_subprotocols,
+        process_request=process_request,
+        process_response=process_response,
+    )
     header_pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
     client_stream, server_stream = trio.testing.memory_stream_pair()
     resource = path + (f"?{query_string}" if query_string else "")
