@@ -6,6 +6,7 @@ from ._cli import main as run_cli
 from .app import (
     APIKey,
     AuthBackend,
+    AuthenticationFailed,
     BearerToken,
     BroadcastBackend,
     Guard,
@@ -23,6 +24,7 @@ from .app import (
     Router,
     open_websocket_server,
     origin_allowed,
+    rate_limit,
     serve_websocket,
 )
 from .client import open_websocket, open_websocket_url
@@ -52,6 +54,7 @@ logging.getLogger("trio_ws").addHandler(logging.NullHandler())
 __all__ = [
     "APIKey",
     "AuthBackend",
+    "AuthenticationFailed",
     "BroadcastBackend",
     "BufferBudget",
     "Hub",
@@ -68,6 +71,7 @@ __all__ = [
     "MessageLimit",
     "RateLimit",
     "origin_allowed",
+    "rate_limit",
     "CloseCode",
     "ConnectionClosed",
     "DeflateOptions",

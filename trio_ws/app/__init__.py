@@ -4,6 +4,7 @@ rate limits, authentication, guards), rooms and their backends, and serving a ha
 from ._auth import (
     APIKey,
     AuthBackend,
+    AuthenticationFailed,
     BearerToken,
     Guard,
     HasPermission,
@@ -15,12 +16,13 @@ from ._auth import (
 from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
 from ._redis import RedisBackend
 from ._routing import Route, Router
-from ._security import RateLimit, SecurityPolicy, origin_allowed
+from ._security import RateLimit, SecurityPolicy, origin_allowed, rate_limit
 from ._serving import open_websocket_server, serve_websocket
 
 __all__ = [
     "APIKey",
     "AuthBackend",
+    "AuthenticationFailed",
     "BearerToken",
     "BroadcastBackend",
     "Guard",
@@ -40,4 +42,5 @@ __all__ = [
     "open_websocket_server",
     "serve_websocket",
     "origin_allowed",
+    "rate_limit",
 ]
