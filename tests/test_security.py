@@ -399,7 +399,9 @@ async def test_guards_401_without_credentials_403_without_permission() -> None:
             status, response_headers, body = await handshake(server.port, path, headers)
             assert status == expected, (path, jwt_token, body)
             if status == 401:
-                assert body == b"Authentication required"
+                reasons = {expired: b": token expired", wrong_key: b": bad signature"}
+                reason = reasons.get(jwt_token, b"") if jwt_token else b""
+                assert body == b"Authentication required" + reason
                 assert response_headers["www-authenticate"] == "Bearer"
             if status == 403:
                 assert body == b"Permission denied"

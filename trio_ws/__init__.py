@@ -6,6 +6,7 @@ from ._cli import main as run_cli
 from .app import (
     APIKey,
     AuthBackend,
+    AuthenticationFailed,
     BearerToken,
     BroadcastBackend,
     Guard,
@@ -24,6 +25,7 @@ from .app import (
     Router,
     open_websocket_server,
     origin_allowed,
+    rate_limit,
     serve_websocket,
 )
 from .client import open_websocket, open_websocket_url
@@ -61,6 +63,7 @@ logging.getLogger("trio_ws").addHandler(logging.NullHandler())
 __all__ = [
     "APIKey",
     "AuthBackend",
+    "AuthenticationFailed",
     "BroadcastBackend",
     "BufferBudget",
     "Hub",
@@ -78,6 +81,7 @@ __all__ = [
     "Metrics",
     "RateLimit",
     "origin_allowed",
+    "rate_limit",
     "CloseCode",
     "ConnectionClosed",
     "ConnectionSummary",

@@ -4,6 +4,7 @@ rate limits, authentication, guards), rooms and their backends, and serving a ha
 from ._auth import (
     APIKey,
     AuthBackend,
+    AuthenticationFailed,
     BearerToken,
     Guard,
     HasPermission,
@@ -16,12 +17,13 @@ from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
 from ._metrics import Metrics
 from ._redis import RedisBackend
 from ._routing import Route, Router
-from ._security import RateLimit, SecurityPolicy, origin_allowed
+from ._security import RateLimit, SecurityPolicy, origin_allowed, rate_limit
 from ._serving import open_websocket_server, serve_websocket
 
 __all__ = [
     "APIKey",
     "AuthBackend",
+    "AuthenticationFailed",
     "BearerToken",
     "BroadcastBackend",
     "Guard",
@@ -42,4 +44,5 @@ __all__ = [
     "open_websocket_server",
     "serve_websocket",
     "origin_allowed",
+    "rate_limit",
 ]

@@ -1,9 +1,11 @@
 """Authentication backends and guards, run during the handshake, before the handler.
 
 A backend is any object with ``async def authenticate(request) -> principal | None``; the first that
-returns a principal wins, and it becomes ``ws.user`` (the backend is ``ws.auth``). A guard is a
-callable ``(request, principal) -> bool`` (sync or async); when one says no, the handshake is refused:
-401 when nobody was authenticated, 403 otherwise.
+returns a principal wins, and it becomes ``ws.user`` (the backend is ``ws.auth``). A backend that
+finds credentials that do not verify may raise :class:`AuthenticationFailed` to say why (logged, and
+told to the client if the handshake is refused). A guard is a callable ``(request, principal) ->
+bool`` (sync or async); when one says no, the handshake is refused: 401 when nobody was
+authenticated, 403 otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import base64
 import binascii
 import hmac
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,6 +23,7 @@ from ..connection import Request
 __all__ = [
     "APIKey",
     "AuthBackend",
+    "AuthenticationFailed",
     "BearerToken",
     "Guard",
     "HTTPBasic",
@@ -29,7 +33,22 @@ __all__ = [
     "JWTAuth",
 ]
 
+logger = logging.getLogger("trio_ws")
+
 Verify = Callable[..., Any]  # sync or async, returning a principal or None
+
+
+class AuthenticationFailed(Exception):
+    """Raised by an authentication backend's ``authenticate`` when credentials were given but do
+    not verify, with the ``reason`` (``"token expired"``). The other backends are still tried; if
+    none authenticates, the reason is logged (INFO, on ``trio_ws``), kept as
+    ``request.auth_error``, and, when a guard then refuses the handshake, sent in the 401's body:
+    ``Authentication required: token expired``. Returning ``None`` instead says nothing of why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        #: Why the credentials were refused: short, for the client and the log.
+        self.reason = reason
 
 
 async def _call(function: Callable[..., Any], *args: Any) -> Any:
@@ -137,35 +156,82 @@ class HTTPBasic:
 
 class JWTAuth:
     """A JSON Web Token as a bearer token (or ``?token=``), verified with PyJWT (the ``jwt`` extra:
-    ``pip install 'trio-ws[jwt]'``). ``key`` is the HS256 secret or the RS256 public key; the claims
-    are the principal. Expiry (``exp``) is always checked; ``audience`` and ``issuer`` when given."""
+    ``pip install 'trio-ws[jwt]'``); the claims are the principal.
+
+    ``key`` is the HS256 secret or the RS256 public key; ``secret=`` is the same parameter under the
+    name other libraries use, for an HMAC key (HS256, HS384, HS512): give one of them. Only
+    ``algorithms`` are accepted. ``exp`` (expiry) and ``nbf`` are checked when the token has them,
+    with ``leeway`` seconds; ``audience`` and ``issuer`` when given. ``require`` lists claims a token
+    must have (``require=["exp"]`` refuses tokens that never expire).
+
+    A token that does not verify raises :class:`AuthenticationFailed` with the reason: ``token
+    expired``, ``token not yet valid``, ``bad signature``, ``missing claim "exp"``, ``wrong
+    audience``, ``wrong issuer``, ``algorithm not allowed``, ``malformed token``.
+    """
 
     challenge = "Bearer"
 
     def __init__(
         self,
-        key: str | bytes,
+        key: str | bytes | None = None,
         *,
+        secret: str | bytes | None = None,
         algorithms: Sequence[str] = ("HS256",),
         audience: str | None = None,
         issuer: str | None = None,
         query_param: str | None = None,
         leeway: float = 0.0,
+        require: Sequence[str] = (),
     ) -> None:
+        if key is not None and secret is not None:
+            raise TypeError("JWTAuth takes key= or secret= (the same setting), not both")
+        if key is None and secret is None:
+            raise TypeError("JWTAuth needs the key: JWTAuth(key) or JWTAuth(secret=...)")
+        if isinstance(algorithms, str) or isinstance(require, str):
+            raise TypeError("algorithms and require are lists of names, not a string")
+        if secret is not None and any(not a.upper().startswith("HS") for a in algorithms):
+            raise ValueError(
+                f"secret= is an HMAC key (HS256, HS384, HS512); for {list(algorithms)} give key="
+            )
         try:
             import jwt
         except ImportError:  # pragma: no cover - the test extra installs it
             raise ImportError("JWTAuth needs PyJWT: pip install 'trio-ws[jwt]'") from None
         self._jwt = jwt
-        self.key = key
+        chosen = secret if key is None else key
+        assert chosen is not None
+        self.key: str | bytes = chosen
         self.algorithms = list(algorithms)
         self.audience = audience
         self.issuer = issuer
         self.query_param = query_param
         self.leeway = leeway
+        self.require = list(require)
+
+    def _reason(self, exc: Exception) -> str:
+        errors = self._jwt.exceptions
+        if isinstance(exc, errors.ExpiredSignatureError):
+            return "token expired"
+        if isinstance(exc, errors.ImmatureSignatureError):
+            return "token not yet valid"
+        if isinstance(exc, errors.MissingRequiredClaimError):
+            return f'missing claim "{getattr(exc, "claim", "?")}"'
+        if isinstance(exc, errors.InvalidSignatureError):
+            return "bad signature"
+        if isinstance(exc, errors.InvalidAudienceError):
+            return "wrong audience"
+        if isinstance(exc, errors.InvalidIssuerError):
+            return "wrong issuer"
+        if isinstance(exc, errors.InvalidAlgorithmError):
+            return "algorithm not allowed"
+        if isinstance(exc, errors.DecodeError):
+            return "malformed token"
+        return "invalid token"
 
     async def authenticate(self, request: Request) -> Any | None:
-        """The token's claims if it verifies (signature, expiry, audience, issuer), else ``None``."""
+        """The token's claims if it verifies (signature, expiry, audience, issuer, required
+        claims); ``None`` without a token. Raises :class:`AuthenticationFailed` saying why a token
+        does not verify."""
         token = _bearer(request, self.query_param)
         if token is None:
             return None
@@ -177,10 +243,10 @@ class JWTAuth:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={"require": ["exp"]},
+                options={"require": self.require},
             )
-        except self._jwt.PyJWTError:
-            return None
+        except self._jwt.PyJWTError as exc:
+            raise AuthenticationFailed(self._reason(exc)) from None
         return claims
 
 
@@ -239,11 +305,23 @@ class HasPermission:
 
 
 async def authenticate(backends: Sequence[AuthBackend], request: Request) -> tuple[Any, AuthBackend | None]:
-    """The first backend's principal (and the backend), or ``(None, None)``."""
+    """The first backend's principal (and the backend), or ``(None, None)``; then the first
+    :class:`AuthenticationFailed` reason is logged and kept as ``request.auth_error``."""
+    failed: tuple[AuthenticationFailed, AuthBackend] | None = None
     for backend in backends:
-        principal = await backend.authenticate(request)
+        try:
+            principal = await backend.authenticate(request)
+        except AuthenticationFailed as exc:
+            failed = failed or (exc, backend)
+            continue
         if principal is not None:
             return principal, backend
+    if failed is not None:
+        error, backend = failed
+        request.auth_error = error.reason
+        where = request.client[0] if request.client else "-"
+        name = type(backend).__name__
+        logger.info("authentication failed for %s from %s (%s): %s", request.path, where, name, error.reason)
     return None, None
 
 

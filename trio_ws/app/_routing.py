@@ -7,6 +7,7 @@ into one regular expression, so matching costs about the same for 1 route or 1,0
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import re
@@ -20,7 +21,7 @@ import attrs
 from ..connection import WebSocket, WebSocketOptions
 from ..server import Handler
 from ._auth import AuthBackend, Guard
-from ._security import RateLimit, SecurityPolicy
+from ._security import RATE_LIMIT_MARK, ROUTED_MARK, RateLimit, SecurityPolicy
 
 __all__ = ["Route", "Router"]
 
@@ -237,11 +238,19 @@ class Router:
     ) -> Route:
         """Route ``path`` to ``handler(ws, **path_params)``, with route-level ``subprotocols``,
         security (``origins``, ``require_origin``, ``rate_limit``, ``auth``, ``guards``: see
-        ``docs/security.md``) and :class:`~trio_ws.WebSocketOptions` fields. Raises ``ValueError`` for
-        a malformed pattern, an unknown converter, or a parameter the handler cannot take."""
+        ``docs/security.md``; a handler decorated with :func:`~trio_ws.rate_limit` brings its own)
+        and :class:`~trio_ws.WebSocketOptions` fields. Raises ``ValueError`` for a malformed pattern,
+        an unknown converter, a parameter the handler cannot take, or two rate limits."""
         if not path.startswith("/"):
             raise ValueError(f"a route path starts with '/': {path!r}")
         _validate_options(options)
+        decorated = getattr(handler, RATE_LIMIT_MARK, None)
+        if decorated is not None:
+            if rate_limit is not None:
+                raise ValueError(
+                    f"{path!r}: the handler has a @rate_limit and the route rate_limit=; give one"
+                )
+            rate_limit = decorated
         security = SecurityPolicy.build(origins, require_origin, rate_limit, auth, guards)
         annotations, var_keyword = _annotations(handler)
         converters: dict[str, str] = {}
@@ -265,6 +274,8 @@ class Router:
             converters,
             security,
         )
+        with contextlib.suppress(AttributeError, TypeError):  # (a bound method cannot be marked)
+            setattr(handler, ROUTED_MARK, True)
         self._entries.append(route)
         self._version += 1
         return route

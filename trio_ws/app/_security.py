@@ -11,16 +11,24 @@ from __future__ import annotations
 import collections
 import math
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
 from ..connection import HTTPResponse, Request
+from ..server import Handler
 from ._auth import AuthBackend, Guard, authenticate, check_guards
 
-__all__ = ["RateLimit", "SecurityPolicy", "origin_allowed"]
+__all__ = ["RATE_LIMIT_MARK", "ROUTED_MARK", "RateLimit", "SecurityPolicy", "origin_allowed", "rate_limit"]
+
+#: The attribute ``@rate_limit`` sets on a handler: its :class:`RateLimit`, for the router to take.
+RATE_LIMIT_MARK = "__trio_ws_rate_limit__"
+#: The attribute a router sets on a handler it routed (so that a late ``@rate_limit`` is refused).
+ROUTED_MARK = "__trio_ws_routed__"
+
+H = TypeVar("H", bound=Handler)
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 _ORIGIN = re.compile(
@@ -107,6 +115,43 @@ class RateLimit:
         return f"RateLimit(rps={self.rps}, burst={self.burst})"
 
 
+def rate_limit(rps: float, burst: int | None = None, *, max_clients: int = 100_000) -> Callable[[H], H]:
+    """Decorator: a :class:`RateLimit` for the handler's route, the same as the route's
+    ``rate_limit=RateLimit(rps, burst, max_clients=max_clients)``: a token bucket per client
+    address for handshakes (connection attempts), ``rps`` a second, at most ``burst``; beyond it the
+    handshake gets 429 with ``Retry-After``. It goes below the route decorator::
+
+        @router.websocket("/chat")
+        @rate_limit(rps=10, burst=20)
+        async def chat(ws: WebSocket) -> None: ...
+
+    The handler is returned as it is, marked for the router (every route of this handler shares
+    the one set of buckets). Raises ``ValueError`` for a bad ``rps`` or ``burst`` (at once),
+    ``TypeError`` above the route decorator (the route was added before it ran) or twice on one
+    handler; the router raises ``ValueError`` if the route also has ``rate_limit=``.
+    """
+    limit = RateLimit(rps, burst, max_clients=max_clients)
+
+    def decorate(handler: H) -> H:
+        name = getattr(handler, "__name__", repr(handler))
+        if getattr(handler, ROUTED_MARK, False):
+            raise TypeError(
+                f"@rate_limit(...) must go below @router.websocket(...): {name} was routed before it"
+                " ran (or give the route rate_limit=RateLimit(...))"
+            )
+        if getattr(handler, RATE_LIMIT_MARK, None) is not None:
+            raise TypeError(f"{name} already has a @rate_limit")
+        try:
+            setattr(handler, RATE_LIMIT_MARK, limit)
+        except (AttributeError, TypeError):
+            raise TypeError(
+                f"@rate_limit cannot mark {handler!r}; give the route rate_limit=RateLimit(...)"
+            ) from None
+        return handler
+
+    return decorate
+
+
 @attrs.frozen
 class SecurityPolicy:
     """What a server, a router or a route checks before its handler runs, in this order: origin,
@@ -185,6 +230,9 @@ class SecurityPolicy:
             if principal is None:
                 challenges = [c for b in self.auth or () if (c := getattr(b, "challenge", None))]
                 headers = [("WWW-Authenticate", challenges[0])] if challenges else []
-                return HTTPResponse(401, "Authentication required", headers), None, None
+                body = "Authentication required"
+                if request.auth_error is not None:
+                    body = f"{body}: {request.auth_error}"
+                return HTTPResponse(401, body, headers), None, None
             return HTTPResponse(403, "Permission denied"), None, None
         return None, principal, backend

@@ -152,7 +152,10 @@ class Request:
     wire; ``url``, ``path`` (percent-decoded), ``query_params``, ``cookies``, ``subprotocols``
     (offered, in order) and ``extensions`` (offered ``Sec-WebSocket-Extensions`` elements) are
     parsed from them on first use. ``client`` is the peer's ``(host, port)`` on a socket, ``None``
-    otherwise; ``path_params`` is filled by a :class:`~trio_ws.Router` with converted values.
+    otherwise; ``scheme`` (``ws`` or ``wss``) and ``host`` are the connection's and the ``Host``
+    header's. Behind a trusted proxy (the server's ``trusted_proxies``) all three are what the proxy
+    forwarded (``Forwarded``, ``X-Forwarded-For`` / ``-Proto`` / ``-Host``). ``path_params`` is
+    filled by a :class:`~trio_ws.Router` with converted values.
     """
 
     def __init__(
@@ -161,24 +164,47 @@ class Request:
         *,
         scheme: str = "ws",
         client: tuple[str, int] | None = None,
+        host: str | None = None,
     ) -> None:
         self.raw = raw
         self.method = raw.method
         self.target = raw.target
         self.http_version = raw.http_version
         self.headers = raw.headers
+        #: ``ws`` or ``wss``: the connection's, or what a trusted proxy forwarded.
         self.scheme = scheme
         self.client = client
+        self._host = host
+        self._url: tuple[str, str, URL] | None = None  # (scheme, host, the URL they make)
         #: Path parameters of the matched route, converted (filled by a Router).
         self.path_params: dict[str, Any] = {}
         #: The path the router matched against, from the route's mount point (a Router sets it).
         self.route_path: str | None = None
+        #: Why the credentials sent did not verify (``"token expired"``), when no authentication
+        #: backend accepted them; ``None`` otherwise (the application layer's checks set it).
+        self.auth_error: str | None = None
 
-    @functools.cached_property
+    @property
+    def host(self) -> str:
+        """``host[:port]`` the client asked for: the ``Host`` header, or what a trusted proxy
+        forwarded (``X-Forwarded-Host``, ``Forwarded: host=``)."""
+        return self.headers.get("host", "") if self._host is None else self._host
+
+    @host.setter
+    def host(self, value: str) -> None:
+        self._host = value
+
+    @property
     def url(self) -> URL:
-        """The full URL: scheme, the ``Host`` header, and the target."""
-        host = self.headers.get("host", "")
-        return URL(f"{self.scheme}://{host}{self.target}")
+        """The full URL: ``scheme``, ``host`` (the ``Host`` header, or a trusted proxy's
+        ``X-Forwarded-Host``) and the target."""
+        scheme, host = self.scheme, self.host
+        cached = self._url
+        if cached is not None and cached[0] == scheme and cached[1] == host:
+            return cached[2]
+        url = URL(f"{scheme}://{host}{self.target}")
+        self._url = (scheme, host, url)
+        return url
 
     @functools.cached_property
     def path(self) -> str:

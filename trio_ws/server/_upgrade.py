@@ -26,7 +26,7 @@ from ..connection import (
 )
 from ..protocol import HandshakeError, RequestParser, Role, error_response, validate_request
 from ._access import AccessRecord
-from ._proxies import Network, client_address
+from ._proxies import Network, apply_forwarded
 
 __all__ = ["Handler", "HandshakePolicy", "ProcessRequest", "ProcessResponse", "Upgrader", "http_answer"]
 
@@ -128,6 +128,7 @@ class Upgrader:
             del parser  # (this frame lives as long as the connection)
             scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
             req = Request(request, scheme=scheme, client=record.client)
+            apply_forwarded(req, self.trusted_proxies)
             record.request = req
             if self.process_request is not None and await self._process_request(stream, record, req):
                 return None
@@ -142,7 +143,6 @@ class Upgrader:
             refusal = error_response(503, "server overloaded\n", [("Retry-After", "1")])
             await self.answer(stream, record, refusal)
             return None
-        req.client = client_address(req.client, req.headers, self.trusted_proxies)
         host = req.client[0] if req.client else "-"
         limit = self.max_connections_per_client
         if limit is not None and self.per_client[host] >= limit:
