@@ -64,7 +64,8 @@ def _link(
 ) -> str:
     short, name, call = match.groups()
     shown = (name.rpartition(".")[2] if short else name) + (call or "")
-    scopes = [o for o in (obj, obj.parent, obj.module) if o is not None and not isinstance(o, griffe.Function)]
+    around = (obj, obj.parent, obj.module)
+    scopes = [o for o in around if o is not None and not isinstance(o, griffe.Function)]
     candidates = [f"{scope.path}.{name}" for scope in scopes] + [name]
     for candidate in candidates:
         if candidate in rendered:
