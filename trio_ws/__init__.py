@@ -25,7 +25,7 @@ from .app import (
     origin_allowed,
     serve_websocket,
 )
-from .client import open_websocket, open_websocket_url
+from .client import Backoff, ProxyError, Reconnecting, open_websocket, open_websocket_url, reconnecting
 from .connection import (
     URL,
     BufferBudget,
@@ -53,6 +53,7 @@ __all__ = [
     "APIKey",
     "AuthBackend",
     "BroadcastBackend",
+    "Backoff",
     "BufferBudget",
     "Hub",
     "HubStats",
@@ -76,8 +77,10 @@ __all__ = [
     "HandshakeRejected",
     "Headers",
     "ProcessRequest",
+    "ProxyError",
     "QueryParams",
     "Request",
+    "Reconnecting",
     "Route",
     "Router",
     "URL",
@@ -90,6 +93,7 @@ __all__ = [
     "open_websocket",
     "open_websocket_server",
     "open_websocket_url",
+    "reconnecting",
     "run_cli",
     "serve_websocket",
 ]

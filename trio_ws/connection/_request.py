@@ -13,7 +13,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import attrs
 
-from ..protocol import Headers, RequestHead, subprotocols
+from ..protocol import Headers, RequestHead, ResponseHead, subprotocols
 
 __all__ = ["URL", "HTTPResponse", "QueryParams", "Request", "RequestView"]
 
@@ -153,6 +153,7 @@ class Request:
     (offered, in order) and ``extensions`` (offered ``Sec-WebSocket-Extensions`` elements) are
     parsed from them on first use. ``client`` is the peer's ``(host, port)`` on a socket, ``None``
     otherwise; ``path_params`` is filled by a :class:`~trio_ws.Router` with converted values.
+    On a client it is the request sent, and ``response`` the server's ``101`` answer.
     """
 
     def __init__(
@@ -161,6 +162,7 @@ class Request:
         *,
         scheme: str = "ws",
         client: tuple[str, int] | None = None,
+        response: ResponseHead | None = None,
     ) -> None:
         self.raw = raw
         self.method = raw.method
@@ -169,6 +171,8 @@ class Request:
         self.headers = raw.headers
         self.scheme = scheme
         self.client = client
+        #: The server's ``101`` response to this request (client side), else ``None``.
+        self.response = response
         #: Path parameters of the matched route, converted (filled by a Router).
         self.path_params: dict[str, Any] = {}
         #: The path the router matched against, from the route's mount point (a Router sets it).
@@ -261,6 +265,12 @@ class RequestView:
     def path_params(self) -> dict[str, Any]:
         """The matched route's path parameters, converted."""
         return self._request().path_params
+
+    @property
+    def response(self) -> ResponseHead | None:
+        """Client side: the server's ``101`` response — ``status``, ``reason`` and ``headers`` (a
+        :class:`~trio_ws.protocol.ResponseHead`); ``None`` on a server."""
+        return None if self.request is None else self.request.response
 
 
 def _body(value: str | bytes) -> bytes:
