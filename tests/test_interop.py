@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from http import HTTPStatus
 
 import pytest
 import trio
 import trio_websocket
+import websockets.asyncio.server as ws_server
 import websockets.exceptions
 import websockets.sync.client as ws_sync
 from helpers import websockets_asyncio_server
+from websockets.http11 import Request, Response
 
 from trio_ws import (
     HandshakeRejected,
@@ -134,10 +137,20 @@ async def test_our_client_against_websockets_server(websockets_server: int) -> N
     assert ws.close_code == 1000
 
 
-async def test_our_client_refused_by_websockets_server(websockets_server: int) -> None:
+@pytest.fixture
+def refusing_websockets_server() -> Iterator[int]:
+    """The websockets library's asyncio server, refusing every handshake with 403."""
+
+    def refuse(conn: ws_server.ServerConnection, request: Request) -> Response:
+        return conn.respond(HTTPStatus.FORBIDDEN, "not here\n")
+
+    with websockets_asyncio_server(process_request=refuse) as port:
+        yield port
+
+
+async def test_our_client_refused_by_websockets_server(refusing_websockets_server: int) -> None:
     with pytest.raises(HandshakeRejected) as info:
-        async with open_websocket_url(
-            f"ws://127.0.0.1:{websockets_server}/", headers=[("Sec-WebSocket-Version", "13")]
-        ):
+        async with open_websocket_url(f"ws://127.0.0.1:{refusing_websockets_server}/"):
             pass  # pragma: no cover
-    assert info.value.status == 400  # a repeated version header
+    assert info.value.status == 403
+    assert info.value.body == b"not here\n"

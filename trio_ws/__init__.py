@@ -28,7 +28,7 @@ from .app import (
     rate_limit,
     serve_websocket,
 )
-from .client import open_websocket, open_websocket_url
+from .client import Backoff, ProxyError, Reconnecting, open_websocket, open_websocket_url, reconnecting
 from .connection import (
     URL,
     BufferBudget,
@@ -65,6 +65,7 @@ __all__ = [
     "AuthBackend",
     "AuthenticationFailed",
     "BroadcastBackend",
+    "Backoff",
     "BufferBudget",
     "Hub",
     "HubStats",
@@ -92,8 +93,10 @@ __all__ = [
     "Headers",
     "ProcessRequest",
     "ProcessResponse",
+    "ProxyError",
     "QueryParams",
     "Request",
+    "Reconnecting",
     "Route",
     "Router",
     "State",
@@ -108,6 +111,7 @@ __all__ = [
     "open_websocket",
     "open_websocket_server",
     "open_websocket_url",
+    "reconnecting",
     "run_cli",
     "serve_websocket",
 ]

@@ -13,7 +13,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import attrs
 
-from ..protocol import Headers, RequestHead, subprotocols
+from ..protocol import Headers, RequestHead, ResponseHead, subprotocols
 
 __all__ = ["URL", "HTTPResponse", "QueryParams", "Request", "RequestView"]
 
@@ -155,7 +155,8 @@ class Request:
     otherwise; ``scheme`` (``ws`` or ``wss``) and ``host`` are the connection's and the ``Host``
     header's. Behind a trusted proxy (the server's ``trusted_proxies``) all three are what the proxy
     forwarded (``Forwarded``, ``X-Forwarded-For`` / ``-Proto`` / ``-Host``). ``path_params`` is
-    filled by a :class:`~trio_ws.Router` with converted values.
+    filled by a :class:`~trio_ws.Router` with converted values. On a client it is the request sent,
+    and ``response`` the server's ``101`` answer.
     """
 
     def __init__(
@@ -165,6 +166,7 @@ class Request:
         scheme: str = "ws",
         client: tuple[str, int] | None = None,
         host: str | None = None,
+        response: ResponseHead | None = None,
     ) -> None:
         self.raw = raw
         self.method = raw.method
@@ -176,6 +178,8 @@ class Request:
         self.client = client
         self._host = host
         self._url: tuple[str, str, URL] | None = None  # (scheme, host, the URL they make)
+        #: The server's ``101`` response to this request (client side), else ``None``.
+        self.response = response
         #: Path parameters of the matched route, converted (filled by a Router).
         self.path_params: dict[str, Any] = {}
         #: The path the router matched against, from the route's mount point (a Router sets it).
@@ -287,6 +291,12 @@ class RequestView:
     def path_params(self) -> dict[str, Any]:
         """The matched route's path parameters, converted."""
         return self._request().path_params
+
+    @property
+    def response(self) -> ResponseHead | None:
+        """Client side: the server's ``101`` response — ``status``, ``reason`` and ``headers`` (a
+        :class:`~trio_ws.protocol.ResponseHead`); ``None`` on a server."""
+        return None if self.request is None else self.request.response
 
 
 def _body(value: str | bytes) -> bytes:

@@ -23,6 +23,7 @@ __all__ = [
     "accept_key",
     "build_request",
     "build_response",
+    "check_request_headers",
     "error_response",
     "parse_extensions",
     "validate_request",
@@ -292,6 +293,27 @@ def error_response(
 
 def _text(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode("latin-1")
+#: The request headers the client's handshake writes itself, and what to do instead.
+_OWNED = {
+    "host": "it comes from the host and port connected to (or the URL)",
+    "upgrade": "the handshake writes it",
+    "connection": "the handshake writes it",
+    "sec-websocket-key": "the handshake writes it",
+    "sec-websocket-version": "the handshake writes it",
+    "sec-websocket-protocol": "offer subprotocols with subprotocols=",
+    "sec-websocket-extensions": "compression= sets the extensions offered",
+}
+
+
+def check_request_headers(headers: Sequence[tuple[str | bytes, str | bytes]]) -> None:
+    """Refuse (:class:`ValueError`) extra request headers the handshake writes itself (``Host``,
+    ``Upgrade``, ``Connection`` and the ``Sec-WebSocket-*`` ones): a second copy would be refused
+    by the server or break the handshake."""
+    for name, _ in headers:
+        text = name.decode("latin-1") if isinstance(name, bytes) else name
+        hint = _OWNED.get(text.lower())
+        if hint is not None:
+            raise ValueError(f"cannot pass a {text} header: {hint}")
 
 
 def build_request(
@@ -303,7 +325,11 @@ def build_request(
     extensions: str | None = None,
     headers: Sequence[tuple[str | bytes, str | bytes]] = (),
 ) -> tuple[bytes, str]:
-    """The client's upgrade request, and the key to check the response against."""
+    """The client's upgrade request, and the key to check the response against.
+
+    Raises :class:`ValueError` for an invalid ``resource``, and for extra ``headers`` that
+    :func:`check_request_headers` refuses or that are malformed."""
+    check_request_headers(headers)
     if key is None:
         key = base64.b64encode(os.urandom(16)).decode("ascii")
     if not resource.startswith("/") or any(c in resource for c in " \r\n"):
