@@ -1,7 +1,5 @@
 """trio_ws: a trio-native, structured-concurrency WebSocket server and client (RFC 6455)."""
 
-import logging
-
 from ._cli import main as run_cli
 from .app import (
     APIKey,
@@ -23,6 +21,7 @@ from .app import (
     Router,
     open_websocket_server,
     origin_allowed,
+    run,
     serve_websocket,
 )
 from .client import open_websocket, open_websocket_url
@@ -45,9 +44,6 @@ from .protocol import CloseCode, DeflateOptions, Headers
 from .server import Handler, ProcessRequest, WebSocketServer
 
 __version__ = "0.1.0.dev0"
-
-# A library prints nothing unless the application configures logging (the CLI does).
-logging.getLogger("trio_ws").addHandler(logging.NullHandler())
 
 __all__ = [
     "APIKey",
@@ -90,6 +86,7 @@ __all__ = [
     "open_websocket",
     "open_websocket_server",
     "open_websocket_url",
+    "run",
     "run_cli",
     "serve_websocket",
 ]

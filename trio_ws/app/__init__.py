@@ -1,5 +1,6 @@
 """The application layer, on the public connection API: routing, the handshake defences (origins,
-rate limits, authentication, guards), rooms and their backends, and serving a handler with them."""
+rate limits, authentication, guards), rooms and their backends, serving a handler with them, and
+running a server from a script (:func:`run`)."""
 
 from ._auth import (
     APIKey,
@@ -15,6 +16,7 @@ from ._auth import (
 from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
 from ._redis import RedisBackend
 from ._routing import Route, Router
+from ._run import listen_error, run, server_urls, shutdown_signals
 from ._security import RateLimit, SecurityPolicy, origin_allowed
 from ._serving import open_websocket_server, serve_websocket
 
@@ -37,7 +39,11 @@ __all__ = [
     "Route",
     "Router",
     "SecurityPolicy",
+    "listen_error",
     "open_websocket_server",
     "serve_websocket",
     "origin_allowed",
+    "run",
+    "server_urls",
+    "shutdown_signals",
 ]
