@@ -11,11 +11,11 @@ administrator (403 for alice). Browsers are allowed from ``http://127.0.0.1:8000
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
 from typing import Any
 
-from trio_ws import BearerToken, IsAdminUser, IsAuthenticated, RateLimit, Router, WebSocket, run_cli
+import trio_ws
+from trio_ws import BearerToken, IsAdminUser, IsAuthenticated, RateLimit, Router, WebSocket
 
 USERS: dict[str, dict[str, Any]] = {
     "alice-token": {"name": "alice", "roles": ["user"]},
@@ -47,5 +47,11 @@ async def admin(ws: WebSocket) -> None:
     await ws.send_json({"admin": ws.user["name"], "users": sorted(u["name"] for u in USERS.values())})
 
 
-if __name__ == "__main__":  # the command line: --host, --port, --workers, --ssl-certfile ...
-    run_cli([f"{Path(__file__).stem}:router", *sys.argv[1:]])
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    trio_ws.run(router, args.host, args.port)

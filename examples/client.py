@@ -3,17 +3,36 @@
     python examples/client.py ws://127.0.0.1:8000/ hello world
     echo '{"id": 1, "method": "balance"}' | python examples/client.py ws://127.0.0.1:8000/accounts/7
 
-Exit status: 0 after a normal close, 1 when the server refuses the handshake or closes with an error.
+Exit status: 0 after a normal close, 1 when the server cannot be reached, refuses the handshake or
+closes with an error (each said in one line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import trio
 
 from trio_ws import HandshakeRejected, WebSocketDisconnect, open_websocket_url
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+
+def reason(exc: OSError) -> str:
+    """Why a connection failed, in words: what the first address tried said."""
+    while exc.strerror is None:  # trio's "all attempts failed", from a group of attempts
+        cause = exc.__cause__
+        if isinstance(cause, BaseExceptionGroup):
+            cause = cause.exceptions[0]
+        if not isinstance(cause, OSError):
+            break
+        exc = cause
+    if exc.errno is not None and exc.errno > 0:  # (a name lookup's errno is negative)
+        return os.strerror(exc.errno)  # "Connection refused", without trio's "Error connecting to"
+    return exc.strerror or str(exc)
 
 
 async def main(url: str, messages: list[str], wait: float) -> int:
@@ -32,6 +51,12 @@ async def main(url: str, messages: list[str], wait: float) -> int:
     except trio.TooSlowError:
         print(f"no answer within {wait} s", file=sys.stderr)
         return 1
+    except OSError as exc:  # refused, unknown host, TLS: before any message
+        print(f"cannot connect to {url}: {reason(exc)}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # not a ws:// URL
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

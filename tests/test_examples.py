@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -28,15 +29,15 @@ async def test_echo_example_serves_and_sigint_closes_clients_with_1001() -> None
     port = free_port()
     proc = await trio.lowlevel.open_process(
         [sys.executable, str(ROOT / "examples" / "echo.py"), "--port", str(port)],
-        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
-        assert proc.stdout is not None
+        assert proc.stderr is not None
         line = b""
         with trio.fail_after(20):
             while b"\n" not in line:
-                line += await proc.stdout.receive_some()
-        assert f"ws://127.0.0.1:{port}/".encode() in line
+                line += await proc.stderr.receive_some()
+        assert f"listening on ws://127.0.0.1:{port} ".encode() in line
 
         def client() -> tuple[str, int | None]:
             with ws_sync.connect(f"ws://127.0.0.1:{port}/") as conn:
@@ -52,12 +53,46 @@ async def test_echo_example_serves_and_sigint_closes_clients_with_1001() -> None
         assert await trio.to_thread.run_sync(client) == ("hello", 1001)
         with trio.fail_after(10):
             assert await proc.wait() == 0
+        rest = b""
+        while chunk := await proc.stderr.receive_some():
+            rest += chunk
+        assert b"Traceback" not in rest, rest.decode()
     finally:
         if proc.returncode is None:  # pragma: no cover - only when the test failed
             proc.kill()
             await proc.wait()
-        if proc.stdout is not None:
-            await proc.stdout.aclose()
+        if proc.stderr is not None:
+            await proc.stderr.aclose()
+
+
+@pytest.mark.parametrize("name", ["chat.py", "echo.py", "auth.py", "json_api.py"])
+async def test_examples_say_a_port_is_in_use_in_one_line(name: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = await trio.run_process(
+            [sys.executable, str(ROOT / "examples" / name), "--port", str(port)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [f"trio_ws: error: port {port} is in use on 127.0.0.1"]
+    assert result.stdout == b""
+
+
+async def test_client_example_says_it_cannot_connect_in_one_line() -> None:
+    url = f"ws://127.0.0.1:{free_port()}/"  # nobody listens there
+    result = await trio.run_process(
+        [sys.executable, str(ROOT / "examples" / "client.py"), url, "hello"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [f"cannot connect to {url}: Connection refused"]
+    assert result.stdout == b""
 
 
 @asynccontextmanager
@@ -111,6 +146,53 @@ async def test_chat_example_rooms_and_page() -> None:
             await bob.send_text("second")
             assert await ann.receive_json() == {"from": "bob", "text": "second"}  # nothing from room b
             assert ann.extensions  # compression negotiated
+
+
+async def test_chat_example_refuses_a_message_too_long_with_a_word_to_its_sender() -> None:
+    async with (
+        example("chat.py") as port,
+        open_websocket("127.0.0.1", port, "/ws/a?name=ann") as ann,
+        open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob,
+    ):
+        assert (await ann.receive_json())["text"] == "ann joined a"
+        assert (await ann.receive_json())["text"] == "bob joined a"
+        assert (await bob.receive_json())["text"] == "bob joined a"
+        await ann.send_text("é" * 2001)
+        refusal = await ann.receive_json()
+        assert refusal["from"] == "server"
+        assert refusal["error"] == "too_long"
+        assert "2,001 characters" in refusal["text"]
+        assert "2,000" in refusal["text"]
+        await ann.send_text("é" * 2000)  # at the limit: whole, not cut
+        assert await bob.receive_json() == {"from": "ann", "text": "é" * 2000}  # nothing before it
+        assert await ann.receive_json() == {"from": "ann", "text": "é" * 2000}
+
+
+async def test_chat_example_takes_any_room_name() -> None:
+    async with (
+        example("chat.py") as port,
+        open_websocket("127.0.0.1", port, "/ws/a%2Fb?name=ann") as ann,
+        open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob,
+        open_websocket("127.0.0.1", port, "/ws/caf%C3%A9%20%3F%23%25?name=cy") as cy,
+    ):
+        assert await ann.receive_json() == {"from": "server", "text": "ann joined a/b"}
+        assert await bob.receive_json() == {"from": "server", "text": "bob joined a"}
+        assert await cy.receive_json() == {"from": "server", "text": "cy joined café ?#%"}
+        await bob.send_text("in a")
+        assert await bob.receive_json() == {"from": "bob", "text": "in a"}
+        await ann.send_text("in a/b")
+        assert await ann.receive_json() == {"from": "ann", "text": "in a/b"}  # nothing from room a
+
+
+async def test_chat_example_serves_its_icon() -> None:
+    async with example("chat.py") as port:
+        page = await http_get(port, "/")
+        assert b'rel="icon" href="/favicon.svg"' in page
+        for path in ("/favicon.ico", "/favicon.svg"):
+            icon = await http_get(port, path)
+            assert icon.startswith(b"HTTP/1.1 200 OK"), icon[:40]
+            assert b"Content-Type: image/svg+xml" in icon
+            assert icon.rstrip().endswith(b"</svg>")
 
 
 async def http_get(port: int, path: str) -> bytes:
@@ -214,26 +296,3 @@ async def test_auth_example_runs_with_one_command() -> None:
             async with open_websocket("127.0.0.1", port, "/admin?token=alice-token"):
                 pass  # pragma: no cover
         assert info.value.status == 403
-
-
-async def test_the_library_prints_nothing_unless_logging_is_configured() -> None:
-    script = """
-import trio
-from trio_ws import open_websocket, open_websocket_server
-
-async def crash(ws):
-    await ws.accept()
-    raise RuntimeError("boom")
-
-async def main():
-    async with open_websocket_server(crash, "127.0.0.1", 0) as server:
-        async with open_websocket("127.0.0.1", server.port) as ws:
-            try:
-                await ws.receive()
-            except Exception as exc:
-                assert exc.code == 1011, exc
-trio.run(main)
-"""
-    result = await trio.run_process([sys.executable, "-c", script], capture_stdout=True, capture_stderr=True)
-    assert result.stdout == b""
-    assert result.stderr == b""

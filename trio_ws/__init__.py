@@ -1,7 +1,5 @@
 """trio_ws: a trio-native, structured-concurrency WebSocket server and client (RFC 6455)."""
 
-import logging
-
 from ._cli import main as run_cli
 from .app import (
     APIKey,
@@ -26,6 +24,7 @@ from .app import (
     open_websocket_server,
     origin_allowed,
     rate_limit,
+    run,
     serve_websocket,
 )
 from .client import Backoff, ProxyError, Reconnecting, open_websocket, open_websocket_url, reconnecting
@@ -56,9 +55,6 @@ from .server import (
 )
 
 __version__ = "0.1.0.dev0"
-
-# A library prints nothing unless the application configures logging (the CLI does).
-logging.getLogger("trio_ws").addHandler(logging.NullHandler())
 
 __all__ = [
     "APIKey",
@@ -112,6 +108,7 @@ __all__ = [
     "open_websocket_server",
     "open_websocket_url",
     "reconnecting",
+    "run",
     "run_cli",
     "serve_websocket",
 ]

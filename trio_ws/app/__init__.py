@@ -1,5 +1,6 @@
 """The application layer, on the public connection API: routing, the handshake defences (origins,
-rate limits, authentication, guards), rooms and their backends, and serving a handler with them."""
+rate limits, authentication, guards), rooms and their backends, serving a handler with them, and
+running a server from a script (:func:`run`)."""
 
 from ._auth import (
     APIKey,
@@ -17,6 +18,7 @@ from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
 from ._metrics import Metrics
 from ._redis import RedisBackend
 from ._routing import Route, Router
+from ._run import listen_error, run, server_urls, shutdown_signals
 from ._security import RateLimit, SecurityPolicy, origin_allowed, rate_limit
 from ._serving import open_websocket_server, serve_websocket
 
@@ -41,8 +43,12 @@ __all__ = [
     "Route",
     "Router",
     "SecurityPolicy",
+    "listen_error",
     "open_websocket_server",
     "serve_websocket",
     "origin_allowed",
     "rate_limit",
+    "run",
+    "server_urls",
+    "shutdown_signals",
 ]
