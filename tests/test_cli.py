@@ -317,7 +317,7 @@ def test_a_worker_gets_exactly_the_options_of_its_supervisor() -> None:
         return parser.parse_args(argv)
 
     environ = {"TRIO_WS_RELOAD_DIR": "a,b", "TRIO_WS_WS_PING_INTERVAL": "off", "TRIO_WS_ACCESS_LOG": "no"}
-    argv = ["app:x", "--port", "9", "--reload-dir", "c", "--ssl-ciphers", "-ALL:HIGH", "--no-proxy-headers"]
+    argv = ["app:x", "--port", "9", "--reload-dir", "c", "--ssl-ciphers=-ALL:HIGH", "--no-proxy-headers"]
     args = parse(argv, environ)
     assert args.reload_dir == ["c"]  # the command line replaces the environment's list
     assert (args.ws_ping_interval, args.access_log, args.proxy_headers) == (0.0, False, False)

@@ -97,7 +97,7 @@ def _supervise(parser: CommandLineParser, args: argparse.Namespace) -> int:
         return trio.run(supervisor(argv).run)
     with listening_sockets(args) as sockets:
         fds = [sock.fileno() for sock in sockets]
-        return trio.run(supervisor(worker_argv(parser, args, worker=True, fd=fds), fds).run)
+        return trio.run(supervisor(worker_argv(parser, args, worker=True, fd=fds, uds=None), fds).run)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> NoReturn:

@@ -88,7 +88,7 @@ class CommandLineParser(argparse.ArgumentParser):
                 self._sections[section] = self.add_argument_group(section)
             action = self._sections[section].add_argument(*flags, **kwargs)
             default = action.default
-            if default not in (None, False, "", []):
+            if not (default is None or default is False or default == "" or default == []):
                 shown = "on" if default is True else "%(default)s"
                 action.help = f"{text} (default: {shown})"
             else:

@@ -132,7 +132,7 @@ class Supervisor:
         if len(self._restarts) >= self.max_restarts:
             return None
         self._restarts.append(now)
-        return min(BACKOFF_FIRST * 2 ** (len(self._restarts) - 1), BACKOFF_MAX)
+        return min(BACKOFF_FIRST * 2.0 ** (len(self._restarts) - 1), BACKOFF_MAX)
 
     async def _keep_running(self, slot: int) -> None:
         """Run the worker of ``slot``, again and again, until the supervisor stops."""
