@@ -10,12 +10,15 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import time
 from pathlib import Path
 
 import pytest
 import trio
-from cli_process import ROOT, RawClient, run_cli, run_cli_once
+import trustme
+from cli_process import HANDSHAKE, ROOT, RawClient, run_cli, run_cli_once
+from helpers import free_port
 
 from trio_ws import HandshakeRejected, WebSocketDisconnect, WebSocketOptions, open_websocket
 from trio_ws.client import connect_websocket, run_client
@@ -244,6 +247,11 @@ async def test_a_yaml_log_config_and_without_pyyaml(tmp_path: Path) -> None:
     result = await run_cli_once("cli_app:router", "--log-config", str(config), env={"PYTHONPATH": path})
     assert result.returncode == 2
     assert "is YAML, which needs PyYAML (pip install pyyaml)" in result.stderr.decode()
+    ini = tmp_path / "logging.ini"  # any other name: a fileConfig file
+    ini.write_text("[loggers]\nkeys=root\n")
+    result = await run_cli_once("cli_app:router", "--log-config", str(ini))
+    assert result.returncode == 2
+    assert f"--log-config {ini}: not a usable logging INI file" in result.stderr.decode()
 
 
 async def test_reload_serves_the_changed_code(tmp_path: Path) -> None:
@@ -265,3 +273,98 @@ async def test_reload_serves_the_changed_code(tmp_path: Path) -> None:
         async with open_websocket("127.0.0.1", port, "/") as ws:
             assert await ws.receive_text() == "second"
         await _stop(server.process)
+
+
+async def _raw_handshake(port: int, extra: bytes = b"") -> bytes:
+    """The server's answer to a handshake with ``extra`` header lines."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        request = HANDSHAKE.replace(b"\r\n\r\n", b"\r\n" + extra + b"\r\n")
+        await stream.send_all(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = await stream.receive_some()
+            if not chunk:
+                break
+            answer += chunk
+        return answer.partition(b"\r\n\r\n")[0].lower()
+
+
+async def test_handshake_settings() -> None:
+    args = ["--no-ws-per-message-deflate", "--subprotocol", "chat", "--no-server-header"]
+    args += ["--limit-per-client", "1", "--max-request-size", "1024", "--ws-open-timeout", "0.5"]
+    async with run_cli("cli_app:router", "--port", "0", *args) as server:
+        port = server.ports[0]
+        offer = b"Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Protocol: other, chat\r\n"
+        head = await _raw_handshake(port, offer)
+        assert head.startswith(b"http/1.1 101")
+        assert b"sec-websocket-protocol: chat" in head
+        assert b"sec-websocket-extensions" not in head  # no compression
+        assert b"\r\nserver:" not in head
+        assert (await _raw_handshake(port, b"X-Big: " + b"x" * 2000 + b"\r\n")).startswith(b"http/1.1 431")
+        async with open_websocket("127.0.0.1", port, "/pid") as ws:
+            await ws.receive_text()
+            with pytest.raises(HandshakeRejected) as info:
+                async with open_websocket("127.0.0.1", port, "/pid"):
+                    pass
+            assert info.value.status == 429  # one connection per client address
+        idle = await trio.open_tcp_stream("127.0.0.1", port)  # sends nothing: dropped after 0.5 s
+        with trio.fail_after(5):
+            assert await idle.receive_some() == b""
+        await idle.aclose()
+
+
+async def test_tls_client_certificates_and_an_encrypted_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    encrypted = serialization.BestAvailableEncryption(b"sesame")
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encrypted)
+    )
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls = ("--ssl-certfile", str(cert_file), "--ssl-keyfile", str(key_file))
+    result = await run_cli_once("cli_app:router", *tls)  # no password: an error, never a prompt
+    assert result.returncode == 2
+    assert "is encrypted: give its password with --ssl-keyfile-password" in result.stderr.decode()
+    result = await run_cli_once("cli_app:router", *tls, "--ssl-keyfile-password", "wrong")
+    assert "wrong --ssl-keyfile-password" in result.stderr.decode()
+    required = (
+        "--ssl-keyfile-password",
+        "sesame",
+        "--ssl-ca-certs",
+        str(ca_file),
+        "--ssl-cert-reqs",
+        "required",
+    )
+    port = free_port()
+    async with run_cli(
+        "cli_app:router", "--port", str(port), "--workers", "2", *tls, *required, serving=2
+    ) as server:
+        for pid in server.pids:  # the workers get the password through their environment
+            assert b"sesame" not in await trio.Path(f"/proc/{pid}/cmdline").read_bytes()
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        with pytest.raises((ssl.SSLError, trio.BrokenResourceError, HandshakeRejected)):
+            async with open_websocket("127.0.0.1", port, "/pid", ssl_context=context) as ws:
+                await ws.receive_text()  # (TLS 1.3 reports the missing certificate after the handshake)
+        ca.issue_cert("client@example.com").configure_cert(context)
+        async with open_websocket("127.0.0.1", port, "/pid", ssl_context=context) as ws:
+            assert int(await ws.receive_text()) in server.pids
+
+
+def test_reload_filter() -> None:
+    from trio_ws._cli._reloader import ReloadFilter
+
+    default = ReloadFilter(["*.py"], [".*", "*~", "*.py[cod]"])
+    assert default(None, "/app/chat.py")
+    assert not default(None, "/app/chat.txt")
+    assert not default(None, "/app/.chat.py")
+    assert not default(None, "/app/__pycache__/chat.py")  # (watchfiles' own list of directories)
+    templates = ReloadFilter(["*.py", "*.html"], ["secret*"])
+    assert templates(None, "/app/page.html")
+    assert not templates(None, "/app/secret.py")

@@ -80,6 +80,9 @@ def _supervise(parser: CommandLineParser, args: argparse.Namespace) -> int:
     env = {name: value for name, value in os.environ.items() if name not in option_variables(parser)}
     # The workers import the app as this process would: with its sys.path.
     env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+    if args.ssl_keyfile_password is not None:  # (not on their command lines, which ps shows)
+        env["TRIO_WS_SSL_KEYFILE_PASSWORD"] = args.ssl_keyfile_password
+    hidden = {"ssl_keyfile_password": None}
 
     def supervisor(argv: list[str], fds: Sequence[int] = ()) -> Supervisor:
         return Supervisor(
@@ -93,11 +96,12 @@ def _supervise(parser: CommandLineParser, args: argparse.Namespace) -> int:
 
     if args.workers > 1 and not (args.uds or args.fd):
         check_port_free(args.host, args.port)
-        argv = worker_argv(parser, args, worker=True, reuse_port=True)
+        argv = worker_argv(parser, args, worker=True, reuse_port=True, **hidden)
         return trio.run(supervisor(argv).run)
     with listening_sockets(args) as sockets:
         fds = [sock.fileno() for sock in sockets]
-        return trio.run(supervisor(worker_argv(parser, args, worker=True, fd=fds, uds=None), fds).run)
+        argv = worker_argv(parser, args, worker=True, fd=fds, uds=None, **hidden)
+        return trio.run(supervisor(argv, fds).run)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> NoReturn:
