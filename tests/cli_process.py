@@ -74,8 +74,8 @@ async def run_cli(
     cwd: Path = APPS,
     pass_fds: Sequence[int] = (),
 ) -> AsyncIterator[Server]:
-    """Start the command line; wait for ``serving`` "serving ..." lines; kill it on the way out
-    if it still runs."""
+    """Start the command line; wait for ``serving`` "serving ..." lines; stop it on the way out
+    if it still runs (SIGTERM, which a supervisor hands on to its workers; then SIGKILL)."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trio_ws", *args],
         cwd=cwd,
@@ -91,6 +91,9 @@ async def run_cli(
         yield server
     finally:
         if process.returncode is None:
+            process.terminate()
+            with trio.move_on_after(10):
+                await process.wait()
             process.kill()
             await process.wait()
         assert process.stderr is not None
