@@ -162,6 +162,32 @@ async def test_http_hook_answers_health_checks() -> None:
     assert "--http-hook cli_app:not_async is a function, not an async function" in result.stderr.decode()
 
 
+async def test_metrics_beside_the_http_hook_scraped_during_traffic() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with run_cli(
+        "cli_app:router", "--port", "0", "--http-hook", "cli_app:health", "--metrics", "/metrics"
+    ) as server:
+        port = server.ports[0]
+        assert (await _http_get(port, "/health")).startswith(b"HTTP/1.1 200")  # the hook still answers
+        async with open_websocket("127.0.0.1", port, "/pid") as ws:
+            await ws.receive_text()
+            answer = await _http_get(port, "/metrics")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples
+        }
+        assert samples[("trio_ws_connections_open", ())] == 1
+        assert samples[("trio_ws_handshakes_total", (("status", "101"),))] == 1
+    for bad, message in (("metrics", "takes a path such as /metrics"),):
+        result = await run_cli_once("cli_app:router", "--metrics", bad)
+        assert result.returncode == 2
+        assert message in result.stderr.decode()
+
+
 async def test_ws_max_size_and_limit_concurrency() -> None:
     async with run_cli(
         "cli_app:router", "--port", "0", "--ws-max-size", "10", "--limit-concurrency", "1"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -62,6 +63,11 @@ def _check(parser: CommandLineParser, args: argparse.Namespace) -> None:
         raise CLIError("--workers needs a fixed --port")
     if args.reload and not args.worker:
         require_watchfiles()
+    if args.metrics is not None:
+        if not args.metrics.startswith("/"):
+            raise CLIError(f"--metrics takes a path such as /metrics, not {args.metrics!r}")
+        if importlib.util.find_spec("prometheus_client") is None:
+            raise CLIError("--metrics needs prometheus-client: pip install 'trio-ws[metrics]'")
 
 
 def _supervise(parser: CommandLineParser, args: argparse.Namespace) -> int:

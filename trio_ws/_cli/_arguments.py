@@ -325,6 +325,18 @@ def build_parser(prog: str = "trio-ws", version: str = "") -> CommandLineParser:
         "fileConfig INI (any other name)",
     )
     p.add(s, "--access-log", action=switch, default=True, help="one line per connection on trio_ws.access")
-    # --metrics PATH belongs here (section "Logging", or a "Metrics" section of its own): add the option
-    # with p.add(...), then hand its value to the server in _worker.server_options().
+    p.add(
+        s,
+        "--access-log-query",
+        action=switch,
+        default=False,
+        help="keep the query string in access lines (left out by default: it may carry a token)",
+    )
+    p.add(
+        s,
+        "--metrics",
+        metavar="PATH",
+        help="serve Prometheus metrics at PATH on the same port, e.g. /metrics (needs trio-ws[metrics]; "
+        "with --workers each worker counts for itself)",
+    )
     return p

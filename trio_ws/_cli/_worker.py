@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ..app import open_websocket_server
+from ..app import Metrics, open_websocket_server
 from ..connection import HTTPResponse, Request
 from ..server import Handler, ProcessRequest
 from ._sockets import describe, listening_sockets, trio_listeners
@@ -134,7 +134,11 @@ def server_options(args: argparse.Namespace, hook: ProcessRequest | None) -> dic
     }
     if not args.ws_per_message_deflate:
         options["compression"] = None
-    # --metrics PATH: its server option goes here.
+    options["access_log_query"] = args.access_log_query
+    if args.metrics:  # (checked before the workers start)
+        metrics = Metrics()
+        options["observer"] = metrics
+        options["process_request"] = metrics.endpoint(args.metrics, options["process_request"])
     return options
 
 
