@@ -412,3 +412,26 @@ async def test_a_connection_that_opens_and_closes_costs_few_task_steps() -> None
         trio.lowlevel.remove_instrument(count)
     assert spawned == 2 * n
     assert steps <= 9 * n, steps / n
+
+
+async def test_serving_on_a_unix_socket_listener(tmp_path: Any) -> None:
+    """A Unix socket's peer has no (host, port): the server neither fails reading it nor its port."""
+    from trio_ws import WebSocketOptions
+    from trio_ws.client import connect_websocket, run_client
+
+    path = str(tmp_path / "ws.sock")
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen()
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_json({"client": ws.client, "remote": ws.remote_address is not None})
+
+    async with open_websocket_server(handler, listeners=[trio.SocketListener(sock)]) as server:
+        with pytest.raises(RuntimeError, match="no TCP listener"):
+            _ = server.port
+        stream = await trio.open_unix_socket(path)
+        handshake = await connect_websocket(stream, "localhost", "/", WebSocketOptions())
+        async with run_client(handshake) as ws:
+            assert await ws.receive_json() == {"client": None, "remote": True}

@@ -24,6 +24,8 @@ def peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
             address = stream.socket.getpeername()
         except OSError:
             return None
+        if not isinstance(address, tuple):  # a Unix socket's peer: a path, often empty
+            return None
         return (str(address[0]), int(address[1]))
     return None
 

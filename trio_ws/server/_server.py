@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -140,7 +141,7 @@ class WebSocketServer:
         for listener in self.listeners:  # read now: it stays readable after the server closed
             while isinstance(listener, trio.SSLListener):
                 listener = listener.transport_listener
-            if isinstance(listener, trio.SocketListener):
+            if isinstance(listener, trio.SocketListener) and listener.socket.family != socket.AF_UNIX:
                 self._port = int(listener.socket.getsockname()[1])
                 break
 
