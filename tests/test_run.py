@@ -139,17 +139,21 @@ async def test_run_says_where_it_listens_and_a_signal_closes_with_1001_without_a
     assert s.out == b""
 
 
-def tutorial_snippet() -> str:
-    """The tutorial's first Python block (step 2, "A handler"), as a reader copies it."""
-    text = (ROOT / "docs" / "tutorial.md").read_text()
-    section = text[text.index("## 2. A handler") :]
+def first_snippet(page: str, heading: str) -> str:
+    """The first Python block under ``heading`` of ``page``, as a reader copies it."""
+    text = (ROOT / page).read_text()
+    section = text[text.index(heading) :]
     code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert code is not None
     return code[1]
 
 
-async def test_the_tutorials_first_snippet_stops_on_ctrl_c_without_a_traceback() -> None:
-    code = tutorial_snippet()
+@pytest.mark.parametrize(
+    ("page", "heading"),
+    [("docs/tutorial.md", "## 2. A handler"), ("README.md", "## Use"), ("docs/install.md", "## Serve")],
+)
+async def test_the_first_snippets_stop_on_ctrl_c_without_a_traceback(page: str, heading: str) -> None:
+    code = first_snippet(page, heading)
     assert "8000" in code
     port = free_port()
     async with script("-c", code.replace("8000", str(port))) as s:
