@@ -112,10 +112,12 @@ def once(name: str, run: Callable[[int], float]) -> float:
 
 
 def cell(names: list[str], run: Callable[[int], float], repeats: int) -> dict[str, float]:
-    """Each server's median over ``repeats``, the servers interleaved: a, b, c, a, b, c, ..."""
+    """Each server's median over ``repeats``, the servers interleaved and the order reversed every
+    other round (a, b, c, c, b, a, a, b, c, ...): a drift of the machine, or a server that gains
+    from running after another, weighs on every server alike."""
     values: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(repeats):
-        for name in names:
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
             values[name].append(once(name, run))
     return {name: statistics.median(v) for name, v in values.items()}
 
