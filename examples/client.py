@@ -4,7 +4,7 @@
     echo '{"id": 1, "method": "balance"}' | python examples/client.py ws://127.0.0.1:8000/accounts/7
 
 Exit status: 0 after a normal close, 1 when the server cannot be reached, refuses the handshake or
-closes with an error (each said in one line on stderr).
+closes with an error (each said in one line on stderr), 130 on Ctrl+C.
 """
 
 from __future__ import annotations
@@ -33,6 +33,13 @@ def reason(exc: OSError) -> str:
     if exc.errno is not None and exc.errno > 0:  # (a name lookup's errno is negative)
         return os.strerror(exc.errno)  # "Connection refused", without trio's "Error connecting to"
     return exc.strerror or str(exc)
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Ctrl+C: a KeyboardInterrupt, alone or in the groups trio's nurseries wrap it in."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(interrupted(e) for e in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
 
 
 async def main(url: str, messages: list[str], wait: float) -> int:
@@ -68,5 +75,12 @@ if __name__ == "__main__":
     parser.add_argument("messages", nargs="*", help="messages to send (default: lines of standard input)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
     args = parser.parse_args()
-    lines = args.messages or [line.rstrip("\n") for line in sys.stdin]
-    sys.exit(trio.run(main, args.url, lines, args.timeout))
+    try:
+        lines = args.messages or [line.rstrip("\n") for line in sys.stdin]
+        status = trio.run(main, args.url, lines, args.timeout)
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
+        print("interrupted", file=sys.stderr)  # Ctrl+C: the connection was closed on the way out
+        status = 130
+    sys.exit(status)

@@ -119,7 +119,7 @@ async def test_handler_exception_closes_1011_without_leaking_text(
         raise RuntimeError("secret database password")
 
     with caplog.at_level(logging.ERROR, logger="trio_ws"):
-        async with open_test_client(crash) as client:
+        async with open_test_client(crash, raise_server_exceptions=False) as client:
             assert await client.wait_closed(timeout=1) == CloseCode.INTERNAL_ERROR
     assert "secret" not in client.close_reason
     assert any("secret database password" in str(r.exc_info) for r in caplog.records)
@@ -128,7 +128,7 @@ async def test_handler_exception_closes_1011_without_leaking_text(
         raise RuntimeError("boom")
 
     with pytest.raises(HandshakeRejected) as info:
-        async with open_test_client(crash_before_accept):
+        async with open_test_client(crash_before_accept, raise_server_exceptions=False):
             pass  # pragma: no cover
     assert info.value.status == 500
     assert b"boom" not in info.value.body

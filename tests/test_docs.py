@@ -66,3 +66,20 @@ def test_readme_set_up_commands() -> None:
     assert commands[0].endswith(".venv/bin/python examples/chat.py")
     assert commands[1].endswith(".venv/bin/python -m pytest")
     assert (ROOT / "examples" / "chat.py").exists()
+
+
+#: Pages a reader copies an ``async def test_`` snippet from (the changelog and the reference only
+#: speak of tests).
+PAGES_WITH_TESTS = [
+    path
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    if "async def test_" in path.read_text() and path.name not in ("changelog.md", "reference.md")
+]
+
+
+@pytest.mark.parametrize("path", PAGES_WITH_TESTS, ids=lambda p: p.name)
+def test_every_page_with_a_test_snippet_says_how_to_run_it(path: Path) -> None:
+    """A reader who copies a test learns on the same page to turn on pytest-trio's trio mode (else
+    pytest refuses ``async def`` tests)."""
+    assert len(PAGES_WITH_TESTS) >= 4
+    assert "trio_mode = true" in path.read_text()

@@ -19,7 +19,7 @@ import websockets.exceptions
 import websockets.sync.client as ws_sync
 from helpers import free_port
 
-from trio_ws import HandshakeRejected, open_websocket
+from trio_ws import HandshakeRejected, WebSocket, open_websocket, open_websocket_server
 from trio_ws.testing import open_test_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +95,31 @@ async def test_client_example_says_it_cannot_connect_in_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.decode().splitlines() == [f"cannot connect to {url}: Connection refused"]
     assert result.stdout == b""
+
+
+async def test_client_example_stops_on_ctrl_c_in_one_line() -> None:
+    connected = trio.Event()
+
+    async def silent(ws: WebSocket) -> None:
+        await ws.accept()
+        connected.set()
+        await ws.receive()  # (the client's close, when it is interrupted)
+
+    async with open_websocket_server(silent, "127.0.0.1", 0) as server:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, str(ROOT / "examples" / "client.py"), f"ws://127.0.0.1:{server.port}/", "hi"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        with trio.fail_after(20):
+            await connected.wait()  # it waits for an answer that never comes
+            proc.send_signal(signal.SIGINT)
+            err = b""
+            while chunk := await proc.stderr.receive_some():
+                err += chunk
+            assert await proc.wait() == 130
+    assert err.decode().splitlines() == ["interrupted"]
 
 
 @asynccontextmanager

@@ -77,7 +77,7 @@ async def test_raising_an_invalid_websocket_close_fails_the_handler_with_1011(
         await ws.accept()
         raise WebSocketClose(code, reason)
 
-    async with open_test_client(handler) as client:
+    async with open_test_client(handler, raise_server_exceptions=False) as client:
         assert await client.wait_closed(timeout=5) == CloseCode.INTERNAL_ERROR  # a close frame came
     failures = [r for r in caplog.records if r.getMessage() == "handler for / failed"]
     assert len(failures) == 1
@@ -97,7 +97,7 @@ async def test_a_websocket_close_changed_after_it_was_made_still_sends_a_close_f
         close.code, close.reason = code, reason  # past the check: what reaches the server's exit path
         raise close
 
-    async with open_test_client(handler) as client:
+    async with open_test_client(handler, raise_server_exceptions=False) as client:
         assert await client.wait_closed(timeout=5) == CloseCode.INTERNAL_ERROR
         assert client.close_reason == ""
     assert "closing with 1011" in caplog.text
@@ -192,7 +192,7 @@ async def test_a_mixed_group_is_a_handler_failure_with_1011(caplog: pytest.LogCa
         await ws.accept()
         raise ExceptionGroup("", [WebSocketClose(4001, "asked"), RuntimeError("a bug")])
 
-    async with open_test_client(handler) as client:
+    async with open_test_client(handler, raise_server_exceptions=False) as client:
         assert await client.wait_closed(timeout=5) == CloseCode.INTERNAL_ERROR
         assert client.close_reason == ""
     assert [r.getMessage() for r in caplog.records].count("handler for / failed") == 1

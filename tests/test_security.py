@@ -555,9 +555,14 @@ async def test_a_failing_backend_gets_500_and_is_logged(caplog: pytest.LogCaptur
     router = Router(auth=[BearerToken(verify)])
     router.add_route("/", whoami)
     with pytest.raises(HandshakeRejected) as info:
-        async with open_test_client(router, headers={"Authorization": "Bearer x"}):
+        async with open_test_client(
+            router, headers={"Authorization": "Bearer x"}, raise_server_exceptions=False
+        ):
             pass  # pragma: no cover
     assert info.value.status == 500
+    with pytest.raises(RuntimeError, match="the user database is down"):  # by default: the cause itself
+        async with open_test_client(router, headers={"Authorization": "Bearer x"}):
+            pass  # pragma: no cover
 
 
 def test_bad_settings_are_refused_early() -> None:

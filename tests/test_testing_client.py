@@ -5,6 +5,7 @@ be given to ``open_test_client`` itself."""
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,13 @@ from trio_ws import (
     RateLimit,
     Request,
     WebSocket,
+    WebSocketClose,
+    WebSocketDisconnect,
 )
 from trio_ws.testing import ReceiveTimeout, TestClient, TestHandshakeRejected, open_test_client
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import ExceptionGroup
 
 
 @pytest.fixture
@@ -309,3 +315,81 @@ def test_the_testing_names_are_in_the_reference() -> None:
     for name in trio_ws.testing.__all__:
         assert f"::: trio_ws.testing.{name}\n" in reference
         assert inspect.getdoc(getattr(trio_ws.testing, name)), name
+
+
+# ------------------------------------------------ the handler's own exceptions, raised in the test
+
+
+async def fails_after_accept(ws: WebSocket) -> None:
+    await ws.accept()
+    await ws.receive_text()
+    raise LookupError("no such room")
+
+
+async def test_a_handlers_exception_is_raised_by_the_receive_that_sees_the_1011() -> None:
+    with pytest.raises(LookupError, match="no such room") as info:
+        async with open_test_client(fails_after_accept) as client:
+            await client.send_text("join")
+            await client.receive_text()
+    assert info.traceback[-1].name == "fails_after_accept"  # the handler's own traceback
+
+
+async def test_a_handlers_exception_before_accept_is_raised_when_connecting() -> None:
+    async def fails(ws: WebSocket) -> None:
+        raise KeyError("missing")
+
+    with pytest.raises(KeyError, match="missing"):
+        async with open_test_client(fails):
+            pytest.fail("the handshake was refused: the block never runs")
+
+
+async def test_a_handlers_exception_nobody_received_is_raised_when_the_block_is_left() -> None:
+    reached_end = False
+    with pytest.raises(LookupError):
+        async with open_test_client(fails_after_accept) as client:
+            await client.send_text("join")
+            reached_end = True
+    assert reached_end
+
+
+async def test_a_failure_in_the_handlers_own_nursery_is_raised_as_its_group() -> None:
+    async def fails_in_a_child(ws: WebSocket) -> None:
+        await ws.accept()
+
+        async def child() -> None:
+            raise ZeroDivisionError
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child)
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with open_test_client(fails_in_a_child) as client:
+            await client.receive_text()
+    assert info.group_contains(ZeroDivisionError)
+
+
+async def test_raise_server_exceptions_false_shows_what_a_real_client_sees() -> None:
+    async with open_test_client(fails_after_accept, raise_server_exceptions=False) as client:
+        await client.send_text("join")
+        with pytest.raises(WebSocketDisconnect) as info:
+            await client.receive_text()
+        assert info.value.code == 1011
+
+    async def fails(ws: WebSocket) -> None:
+        raise KeyError("missing")
+
+    with pytest.raises(TestHandshakeRejected) as refused:
+        async with open_test_client(fails, raise_server_exceptions=False):
+            pass
+    assert refused.value.status == 500
+
+
+async def test_closes_the_handler_asks_for_are_not_failures() -> None:
+    async def closes(ws: WebSocket) -> None:
+        await ws.accept()
+        raise WebSocketClose(4003, "forbidden room")
+
+    async with open_test_client(closes) as client:
+        with pytest.raises(WebSocketDisconnect) as info:
+            await client.receive_text()
+        assert (info.value.code, info.value.reason) == (4003, "forbidden room")

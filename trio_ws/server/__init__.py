@@ -4,7 +4,7 @@ nothing of the application layer."""
 
 from ._observer import ConnectionSummary, ServerObserver
 from ._proxies import client_address, parse_networks
-from ._server import WebSocketServer, open_listeners, run_server
+from ._server import WebSocketServer, handler_ending, open_listeners, run_server
 from ._upgrade import Handler, HandshakePolicy, ProcessRequest, ProcessResponse, http_answer
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "ProcessResponse",
     "WebSocketServer",
     "client_address",
+    "handler_ending",
     "http_answer",
     "open_listeners",
     "parse_networks",

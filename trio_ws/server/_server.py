@@ -53,7 +53,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _handler_ending(exc: BaseException) -> WebSocketClose | WebSocketDisconnect | None:
+def handler_ending(exc: BaseException) -> WebSocketClose | WebSocketDisconnect | None:
     """What a handler's exception asks for. ``exc`` is a ``WebSocketClose`` or a
     ``WebSocketDisconnect``, or a group (from the handler's own nursery; nested or not) made only of
     them: the first ``WebSocketClose`` in the group's order (close with its code and reason), else a
@@ -271,7 +271,7 @@ class WebSocketServer:
             pass
         except Exception as exc:
             record.handler_done = True
-            ending = _handler_ending(exc)
+            ending = handler_ending(exc)
             if isinstance(ending, WebSocketClose):
                 return await self._close_as_asked(ws, ending)
             if ending is not None:  # disconnects from the handler's own nursery: the peer went away

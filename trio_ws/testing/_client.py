@@ -10,7 +10,8 @@ from typing import Any, Literal, TypeVar, final
 
 import trio
 
-from ..connection import WebSocket
+from ..connection import WebSocket, WebSocketDisconnect
+from ..protocol import CloseCode
 
 __all__ = ["CLIENT_TIMEOUT", "DEFAULT_TIMEOUT", "ReceiveTimeout", "TestClient", "Timeout", "check_timeout"]
 
@@ -66,9 +67,15 @@ class TestClient:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, ws: WebSocket, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        server_error: Callable[[], Exception | None] = lambda: None,
+    ) -> None:
         #: The underlying client :class:`~trio_ws.WebSocket`.
         self.ws = ws
+        self._server_error = server_error
         #: The receives' default timeout in seconds (``None``: wait for ever).
         self.timeout = check_timeout(timeout)
 
@@ -102,10 +109,16 @@ class TestClient:
 
     async def _within(self, timeout: Timeout, awaited: str, receive: Callable[[], Awaitable[T]]) -> T:
         seconds = self.timeout if timeout is CLIENT_TIMEOUT else check_timeout(timeout)
-        if seconds is None:
-            return await receive()
-        with trio.move_on_after(seconds):
-            return await receive()
+        try:
+            if seconds is None:
+                return await receive()
+            with trio.move_on_after(seconds):
+                return await receive()
+        except WebSocketDisconnect as exc:
+            failure = self._server_error() if exc.code == CloseCode.INTERNAL_ERROR else None
+            if failure is not None:  # the handler's own exception says more than 1011
+                raise failure from None
+            raise
         raise ReceiveTimeout(awaited, seconds)
 
     async def receive(self, timeout: Timeout = CLIENT_TIMEOUT) -> str | bytes:

@@ -13,9 +13,16 @@ import trio.testing
 
 from ..app import AuthBackend, Guard, RateLimit, SecurityPolicy
 from ..client import connect_websocket, run_client
-from ..connection import HandshakeRejected, WebSocketOptions
+from ..connection import HandshakeRejected, WebSocket, WebSocketOptions
 from ..protocol import Headers
-from ..server import Handler, ProcessRequest, ProcessResponse, ServerObserver, WebSocketServer
+from ..server import (
+    Handler,
+    ProcessRequest,
+    ProcessResponse,
+    ServerObserver,
+    WebSocketServer,
+    handler_ending,
+)
 from ._client import DEFAULT_TIMEOUT, TestClient, check_timeout
 
 __all__ = ["TestHandshakeRejected", "open_test_client"]
@@ -73,6 +80,7 @@ async def open_test_client(
     max_buffered_bytes: int | None = None,
     observer: ServerObserver | None = None,
     access_log_query: bool = False,
+    raise_server_exceptions: bool = True,
     **options: Any,
 ) -> AsyncIterator[TestClient]:
     """Serve ``handler`` over an in-memory stream pair and connect a :class:`TestClient` to ``path``.
@@ -97,12 +105,31 @@ async def open_test_client(
     :class:`PermissionError`) with the HTTP status and the server's reason in its message. Leaving
     the block closes the connection and waits for the handler. Exceptions raised in the block
     propagate unchanged (no ``ExceptionGroup``).
+
+    ``raise_server_exceptions`` (on by default): when the handler fails — raises anything but
+    :class:`~trio_ws.WebSocketClose` or :class:`~trio_ws.WebSocketDisconnect` — its exception is
+    raised in the test, with its own traceback, rather than only a close code: from the receive
+    that sees the connection close with 1011 (or the handshake refused with 500), else when the
+    block is left. ``False``: the test sees what a real client sees (1011, or the 500 refusal).
     """
     check_timeout(timeout)
     options.setdefault("ping_interval", None)
     opts = WebSocketOptions(**options)
+    failures: list[Exception] = []
+
+    async def watched(ws: WebSocket) -> None:
+        try:
+            await handler(ws)
+        except Exception as exc:
+            if raise_server_exceptions and handler_ending(exc) is None:
+                failures.append(exc)  # (the server still logs it and closes with 1011)
+            raise
+
+    def server_error() -> Exception | None:
+        return failures[0] if failures else None
+
     server = WebSocketServer(
-        handler,
+        watched,
         opts,
         subprotocols=server_subprotocols,
         server_header=server_header,
@@ -135,13 +162,17 @@ async def open_test_client(
                 )
             except HandshakeRejected as exc:
                 await trio.aclose_forcefully(client_stream)
+                if exc.status == 500 and failures:
+                    raise failures[0] from None
                 raise TestHandshakeRejected(exc.status, exc.reason, exc.headers, exc.body) from None
             except BaseException:
                 await trio.aclose_forcefully(client_stream)
                 raise
             async with run_client(handshake) as ws:
-                yield TestClient(ws, timeout)
+                yield TestClient(ws, timeout, server_error)
         except Exception as exc:  # raised again, unchanged, once the nursery is done
             error = exc
+    if error is None and failures:
+        error = failures[0]
     if error is not None:
         raise error
