@@ -43,7 +43,7 @@ class HubStats:
     """Counters of a hub, since it was made."""
 
     published: int = 0  #: messages published here
-    received: int = 0  #: messages that came from the backend (other processes, and our own echo)
+    received: int = 0  #: messages of this process's rooms from the backend (our own echo included)
     delivered: int = 0  #: messages written to a connection
     dropped_oldest: int = 0  #: messages dropped by ``DROP_OLDEST``
     dropped_newest: int = 0  #: messages dropped by ``DROP_NEWEST``
