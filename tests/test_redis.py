@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,12 +60,33 @@ class Redis:
         await self.process.wait()
         self.process = None
 
-    async def pattern_subscribers(self) -> int:
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    async def cli(self, *args: str) -> str:
         cli = shutil.which("redis-cli")
         assert cli, "redis-cli is not installed (it comes with redis-server)"
-        # Connections with a pattern subscription (PUBSUB NUMPAT counts distinct patterns instead).
-        result = await trio.run_process([cli, "-p", str(self.port), "client", "list"], capture_stdout=True)
-        return sum(" psub=1 " in f" {line} " for line in result.stdout.decode().splitlines())
+        result = await trio.run_process([cli, "-p", str(self.port), *args], capture_stdout=True)
+        return result.stdout.decode("utf-8", "replace")
+
+    async def subscribers(self) -> int:
+        """Connections subscribed to at least one channel (every hub's listener is)."""
+        lines = (await self.cli("client", "list")).splitlines()
+        return sum(bool(re.search(r"\bsub=[1-9]", line)) for line in lines)
+
+    async def channels(self) -> set[str]:
+        """The rooms' channels someone is subscribed to (not the listeners' own control channel)."""
+        return {line for line in (await self.cli("pubsub", "channels")).splitlines() if "\x00" not in line}
+
+    async def calls(self, command: str) -> int:
+        """How many times ``command`` ran since the server started."""
+        found = re.search(rf"cmdstat_{command}:calls=(\d+)", await self.cli("info", "commandstats"))
+        return int(found.group(1)) if found else 0
 
 
 @pytest.fixture
@@ -116,7 +138,7 @@ async def wait_for_subscribers(redis: Redis, count: int) -> None:
     """Until ``count`` hubs are subscribed again. The hubs are in other processes and Redis has no
     blocking "wait for subscribers" command, so this one probe polls (bounded by the deadline)."""
     with trio.fail_after(20):
-        while await redis.pattern_subscribers() < count:  # noqa: ASYNC110 - another process's state
+        while await redis.subscribers() < count:  # noqa: ASYNC110 - another process's state
             await trio.sleep(0.05)
 
 

@@ -15,7 +15,7 @@ import contextlib
 import enum
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, final
 
@@ -43,12 +43,13 @@ class HubStats:
     """Counters of a hub, since it was made."""
 
     published: int = 0  #: messages published here
-    received: int = 0  #: messages that came from the backend (other processes, and our own echo)
+    received: int = 0  #: messages of this process's rooms from the backend (our own echo included)
     delivered: int = 0  #: messages written to a connection
     dropped_oldest: int = 0  #: messages dropped by ``DROP_OLDEST``
     dropped_newest: int = 0  #: messages dropped by ``DROP_NEWEST``
     closed: int = 0  #: connections closed by ``CLOSE``
-    publish_errors: int = 0  #: publications the backend could not take (at-most-once: lost)
+    publish_errors: int = 0  #: publications the backend did not take (timed out ones included)
+    publish_timeouts: int = 0  #: of ``publish_errors``, those that timed out: they may still arrive
 
 
 @attrs.frozen
@@ -62,14 +63,25 @@ class BroadcastBackend(Protocol):
     """Carries messages between hubs in several processes: ``run`` listens for the hub's life
     (calling ``task_status.started()`` once it is under way) and hands each message to
     ``hub.deliver_local(room, message, remote=True)``; ``publish`` sends one to every hub, this one
-    included. NATS, Valkey and the like fit the same two methods."""
+    included. The hub calls ``subscribe`` when rooms get their first local member and
+    ``unsubscribe`` when they lose their last one. NATS, Valkey and the like fit the same methods."""
 
     async def run(self, hub: Hub, task_status: trio.TaskStatus[None] = ...) -> None:
         """Listen until cancelled, surviving the loss of the server (reconnect, resubscribe)."""
         ...
 
     async def publish(self, room: str, message: PreparedMessage) -> None:
-        """Send ``message`` to ``room`` in every process; raise if it cannot be sent."""
+        """Send ``message`` to ``room`` in every process; raise if it cannot be sent
+        (``TimeoutError`` if it may still be delivered)."""
+        ...
+
+    async def subscribe(self, rooms: Collection[str]) -> None:
+        """Receive ``rooms``' messages from now on: return once a message published after the
+        return reaches this hub (or after a timeout of the backend's, if the server is away)."""
+        ...
+
+    def unsubscribe(self, rooms: Collection[str]) -> None:
+        """``rooms`` have no member here any more: stop receiving them (may be done later)."""
         ...
 
 
@@ -97,7 +109,10 @@ class Hub:
 
     With a ``backend`` (:class:`RedisBackend`), messages go through it, so members connected to other
     processes receive them too; run the hub with ``async with hub:`` (or it starts its listener as a
-    trio system task on first use, for a hub made at module level). Delivery is at most once.
+    trio system task on first use, for a hub made at module level). With a backend, ``subscribe``
+    enters its block once the backend receives the rooms (a message published after that reaches
+    ``ws``). A publication the backend took is delivered at most once; one that failed fast was
+    never sent; one that timed out may still be delivered (``stats.publish_timeouts``).
     """
 
     def __init__(
@@ -179,12 +194,16 @@ class Hub:
             subscriber.rooms.add(room)
             self._rooms.setdefault(room, set()).add(subscriber)
         try:
-            await trio.lowlevel.checkpoint()
+            if self.backend is not None:  # a message published once this returns reaches ws
+                await self.backend.subscribe(added)
+            else:
+                await trio.lowlevel.checkpoint()
             yield
         finally:
             self._leave(subscriber, added)
 
     def _leave(self, subscriber: _Subscriber, rooms: list[str] | set[str]) -> None:
+        emptied = []
         for room in list(rooms):
             subscriber.rooms.discard(room)
             members = self._rooms.get(room)
@@ -192,6 +211,9 @@ class Hub:
                 members.discard(subscriber)
                 if not members:
                     del self._rooms[room]
+                    emptied.append(room)
+        if emptied and self.backend is not None:
+            self.backend.unsubscribe(emptied)
         if not subscriber.rooms and self._subscribers.get(subscriber.ws) is subscriber:
             del self._subscribers[subscriber.ws]
             subscriber.scope.cancel()
@@ -226,8 +248,10 @@ class Hub:
         self._ensure_running()
         try:
             await self.backend.publish(room, message)
-        except Exception as exc:  # at most once: a message the backend cannot take is lost
+        except Exception as exc:  # counted, never raised into the handler
             self.stats.publish_errors += 1
+            if isinstance(exc, TimeoutError):  # it may still be delivered
+                self.stats.publish_timeouts += 1
             logger.warning("publish to %r failed: %s", room, exc)
 
     def deliver_local(self, room: str, message: PreparedMessage, *, remote: bool = False) -> None:

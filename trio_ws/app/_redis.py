@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -25,12 +26,20 @@ logger = logging.getLogger("trio_ws.broadcast")
 class RedisBackend:
     """Rooms across processes and machines through Redis pub/sub.
 
-    Every hub subscribes to the pattern ``<prefix>*`` and keeps the messages of rooms it has members
-    in; a message is published to ``<prefix><room>`` with one byte for its type. When Redis goes
-    away, the listener reconnects (backing off up to ``max_delay`` seconds) and subscribes again;
-    messages published meanwhile are lost: delivery is at most once. ``ready`` is set while the
-    listener is subscribed. A publication that Redis does not take within ``publish_timeout``
-    raises (and the hub counts it in ``publish_errors``).
+    A process subscribes to the channel ``<prefix><room>`` of each room it has members in (when the
+    first local member joins; it unsubscribes when the last one leaves; changes are batched, one
+    SUBSCRIBE for a burst of joins), so it receives only the traffic of its own rooms. A message is
+    published there with one byte for its type.
+
+    ``ready`` is set while the listener is connected, every wanted room is subscribed and Redis
+    answers: a publication while it is not set fails at once (``ConnectionError``) and is never
+    sent. When Redis goes away, the listener reconnects (backing off up to ``max_delay`` seconds)
+    and subscribes again. A health check PINGs Redis every ``health_interval`` seconds; a PING not
+    answered within ``health_timeout``, or a publication Redis does not take within
+    ``publish_timeout`` (``TimeoutError``), clears ``ready`` until Redis answers again. A
+    publication that timed out may still be delivered later. ``subscribe()`` returns once Redis
+    confirmed the subscription, or after ``subscribe_timeout`` if it does not (then the room is
+    subscribed as soon as Redis is back).
     """
 
     def __init__(
@@ -39,6 +48,9 @@ class RedisBackend:
         *,
         prefix: str = "trio_ws:",
         publish_timeout: float = 1.0,
+        subscribe_timeout: float = 2.0,
+        health_interval: float = 1.0,
+        health_timeout: float = 0.5,
         max_delay: float = 2.0,
     ) -> None:
         try:
@@ -49,39 +61,57 @@ class RedisBackend:
         self.url = url
         self.prefix = prefix
         self.publish_timeout = publish_timeout
+        self.subscribe_timeout = subscribe_timeout
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout
         self.max_delay = max_delay
-        #: Set while the listener is subscribed.
+        #: Set while publications can be sent: connected, subscribed, and Redis answers.
         self.ready = trio.Event()
         self._client: Any = None
+        self._wanted: set[str] = set()  # rooms with local members
+        self._subscribed: set[str] = set()  # rooms Redis confirmed, on the current connection
+        self._changed = trio.Event()  # wakes the subscription task
+        self._confirmed = trio.Event()  # set (and replaced) after each confirmed SUBSCRIBE
+        self._synced = False  # the current connection has subscribed what was wanted
+        self._healthy = True  # the last PING (or publication) was answered in time
+        self._delay = 0.1  # before the next reconnection
+        self._suspect = trio.Event()  # a publication timed out: check health now
+
+    @property
+    def subscribed_rooms(self) -> frozenset[str]:
+        """The rooms Redis confirmed this process is subscribed to."""
+        return frozenset(self._subscribed)
+
+    def _update_ready(self) -> None:
+        if self._synced and self._healthy and self._client is not None:
+            self.ready.set()
+        elif self.ready.is_set():
+            self.ready = trio.Event()
+
+    async def subscribe(self, rooms: Collection[str]) -> None:
+        """Receive the messages of ``rooms``: returns once Redis confirmed the subscription (a
+        message published after that reaches this process), or after ``subscribe_timeout``."""
+        if not self._wanted.issuperset(rooms):
+            self._wanted.update(rooms)
+            self._changed.set()
+        with trio.move_on_after(self.subscribe_timeout) as scope:
+            while not self._subscribed.issuperset(rooms):
+                await self._confirmed.wait()
+        if scope.cancelled_caught:
+            logger.warning("Redis did not confirm the subscription within %.1f s", self.subscribe_timeout)
+        await trio.lowlevel.checkpoint()
+
+    def unsubscribe(self, rooms: Collection[str]) -> None:
+        """Stop receiving ``rooms`` (they have no local member any more); done in the background."""
+        self._wanted.difference_update(rooms)
+        self._changed.set()
 
     async def run(self, hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen for the hub's life: connect, subscribe, deliver; on any failure, start again."""
         task_status.started()
-        delay = 0.1
-        prefix = self.prefix.encode()
         while True:
             try:
-                # Reconnecting is ours (a fresh client each time), not coredis's: its own retry left
-                # a pubsub unsubscribed after a Redis restart, in one of two processes, here.
-                no_retry = self._coredis.retry.NoRetryPolicy()
-                client = self._coredis.Redis.from_url(self.url, retry_policy=no_retry)
-                async with client:
-                    self._client = client
-                    pubsub_manager = client.pubsub(
-                        patterns=[self.prefix + "*"], ignore_subscribe_messages=True, retry_policy=no_retry
-                    )
-                    async with pubsub_manager as pubsub:
-                        self.ready.set()
-                        delay = 0.1
-                        while True:
-                            message = await pubsub.get_message(timeout=1.0)
-                            if message is None or message["type"] != "pmessage":
-                                continue
-                            channel = bytes(message["channel"])  # type: ignore[arg-type]
-                            data = bytes(message["data"])  # type: ignore[arg-type]
-                            room = channel[len(prefix) :].decode("utf-8", "replace")
-                            payload = data[1:].decode("utf-8") if data[:1] == b"t" else data[1:]
-                            hub.deliver_local(room, PreparedMessage(payload), remote=True)
+                await self._listen(hub)
             except BaseException as exc:
                 # coredis's own tasks can fail with ConnectionError next to our Cancelled (a hub
                 # closing while Redis is away): the cancellation goes on, the rest is dropped.
@@ -90,22 +120,114 @@ class RedisBackend:
                     raise cancelled from None
                 if not isinstance(exc, Exception):
                     raise
-                logger.warning("Redis listener: %s; reconnecting in %.1f s", _first_leaf(exc), delay)
-            self._client = None
-            if self.ready.is_set():
-                self.ready = trio.Event()
-            await trio.sleep(delay)
-            delay = min(delay * 2, self.max_delay)
+                logger.warning("Redis listener: %s; reconnecting in %.1f s", _first_leaf(exc), self._delay)
+            finally:
+                self._client = None
+                self._synced = False
+                self._subscribed = set()
+                self._update_ready()
+            await trio.sleep(self._delay)
+            self._delay = min(self._delay * 2, self.max_delay)
+
+    async def _listen(self, hub: Hub) -> None:
+        prefix = self.prefix.encode()
+        control = self.prefix + "\x00"  # keeps the connection subscribed while it has no room
+        # Reconnecting is ours (a fresh client each time), not coredis's: its own retry left a
+        # pubsub unsubscribed after a Redis restart, in one of two processes, here.
+        no_retry = self._coredis.retry.NoRetryPolicy()
+        client = self._coredis.Redis.from_url(self.url, retry_policy=no_retry)
+        async with client:
+            self._client = client
+            self._changed = trio.Event()
+            rooms = set(self._wanted)  # subscribed in the same command as the control channel
+            channels = [control, *(self.prefix + room for room in rooms)]
+            pubsub_manager = client.pubsub(
+                channels=channels,
+                ignore_subscribe_messages=True,
+                retry_policy=no_retry,
+                subscription_timeout=self.subscribe_timeout,
+            )
+            async with pubsub_manager as pubsub, trio.open_nursery() as nursery:
+                self._subscribed = rooms
+                self._synced = True
+                self._healthy = True
+                self._delay = 0.1
+                self._confirm()
+                nursery.start_soon(self._keep_subscriptions, pubsub)
+                nursery.start_soon(self._check_health, client)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None or message["type"] != "message":
+                        continue
+                    channel = bytes(message["channel"])  # type: ignore[arg-type]
+                    if channel[len(prefix) :] == b"\x00":
+                        continue
+                    data = bytes(message["data"])  # type: ignore[arg-type]
+                    room = channel[len(prefix) :].decode("utf-8", "replace")
+                    payload = data[1:].decode("utf-8") if data[:1] == b"t" else data[1:]
+                    hub.deliver_local(room, PreparedMessage(payload), remote=True)
+
+    def _confirm(self) -> None:
+        self._update_ready()
+        self._confirmed.set()
+        self._confirmed = trio.Event()
+
+    async def _keep_subscriptions(self, pubsub: Any) -> None:
+        """Bring the connection's subscriptions to the wanted rooms, in batches: every change made
+        while a command is on its way goes into the next one."""
+        while True:
+            if self._wanted == self._subscribed:
+                await self._changed.wait()
+            self._changed = trio.Event()
+            gone = self._subscribed - self._wanted
+            if gone:
+                self._subscribed = self._subscribed - gone  # not confirmed any more from now
+                await pubsub.unsubscribe(*(self.prefix + room for room in gone))
+            new = self._wanted - self._subscribed
+            if new:
+                await pubsub.subscribe(*(self.prefix + room for room in new))
+                self._subscribed = self._subscribed | new
+                self._confirm()
+
+    async def _check_health(self, client: Any) -> None:
+        """PING Redis: one not answered within ``health_timeout`` clears ``ready`` until one is."""
+        while True:
+            with trio.move_on_after(self.health_timeout) as scope:
+                await client.ping()
+            answered = not scope.cancelled_caught
+            if answered != self._healthy:
+                if answered:
+                    logger.warning("Redis answers again")
+                else:
+                    logger.warning("Redis does not answer (no PONG within %.1f s)", self.health_timeout)
+                self._healthy = answered
+                self._update_ready()
+            if answered:
+                self._suspect = trio.Event()
+                with trio.move_on_after(self.health_interval):
+                    await self._suspect.wait()
 
     async def publish(self, room: str, message: PreparedMessage) -> None:
-        """Publish to every hub (this one included)."""
+        """Publish to every hub with members in ``room`` (this one included). Raises
+        ``ConnectionError`` at once while ``ready`` is not set (nothing is sent), ``TimeoutError``
+        if Redis does not take it within ``publish_timeout`` (it may still be delivered later)."""
         client = self._client
-        if client is None:
+        if client is None or not self.ready.is_set():
             await trio.lowlevel.checkpoint()
-            raise ConnectionError("not connected to Redis")
+            raise ConnectionError("Redis is not available (reconnecting, or not answering)")
         data = (b"t" if message.is_text else b"b") + message.payload
-        with trio.fail_after(self.publish_timeout):
-            await client.publish(self.prefix + room, data)
+        try:
+            with trio.fail_after(self.publish_timeout):
+                await client.publish(self.prefix + room, data)
+        except trio.TooSlowError:
+            if client is self._client:
+                self._healthy = False  # the next publications fail fast until a PING is answered
+                self._update_ready()
+                self._suspect.set()
+            raise TimeoutError(
+                f"Redis did not take the publication within {self.publish_timeout} s"
+                " (it may still be delivered)"
+            ) from None
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
