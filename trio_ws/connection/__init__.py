@@ -16,7 +16,7 @@ from ._exceptions import (
     check_close_reason,
 )
 from ._io import receive_some
-from ._iteration import JSONMode, MessageIterator
+from ._iteration import ChunkIterator, JSONMode, MessageIterator
 from ._limits import MessageLimit
 from ._opening import Registry, ResponseHook, ServerHandshake
 from ._options import WebSocketOptions, WebSocketState
@@ -28,6 +28,7 @@ from ._writer import answer_and_linger
 __all__ = [
     "URL",
     "BufferBudget",
+    "ChunkIterator",
     "ConnectionClosed",
     "HTTPResponse",
     "HandshakeRejected",

@@ -6,7 +6,8 @@ queue is full or over ``queue_high_water`` bytes (until ``queue_low_water``), wh
 bounded by ``queue_high_water``, so that the peer's close is seen and answered; each message costs
 :data:`MESSAGE_OVERHEAD` bytes at the least.
 Nothing read is lost: only ``close()``, or the deadline after the peer's close, drops what the
-handler has not taken.
+handler has not taken. What the handler's receives take (whole messages, or a streamed message's
+chunks) is :class:`~trio_ws.connection._reception.Reception`, a base of :class:`Inbox`.
 """
 
 from __future__ import annotations
@@ -17,40 +18,44 @@ from typing import final
 
 import trio
 
-from ..protocol import BytesMessage, CloseCode, CloseReceived, Connection, ConnectionState, Pong, TextMessage
+from ..protocol import (
+    BytesMessage,
+    CloseCode,
+    CloseReceived,
+    Connection,
+    ConnectionState,
+    MessageChunk,
+    Pong,
+    TextMessage,
+)
 from ._budget import BufferBudget
 from ._io import receive_some
 from ._limits import MessageMeter
 from ._options import WebSocketOptions
-from ._pacing import note_resumed
 from ._pings import PingTable
 from ._queue import MessageQueue
+from ._reception import MESSAGE_OVERHEAD, Item, Reception
 from ._writer import Writer
 
-__all__ = ["MESSAGE_OVERHEAD", "READ_AHEAD_AFTER", "Inbox"]
-
-Message = TextMessage | BytesMessage
+__all__ = ["READ_AHEAD_AFTER", "Inbox"]
 
 _RECEIVE_SIZE = 65536
 #: How long the reader waits for a handler that is behind before it reads ahead (to see a close frame).
 READ_AHEAD_AFTER = 0.05
-#: What a received message costs at the least against the queue's and the read-ahead's byte
-#: bounds, however short its payload (about what its objects take in memory).
-MESSAGE_OVERHEAD = 64
 #: While the server's budget is spent, a connection that holds less than this goes on reading.
 FAIR_SHARE = 65536
+_DATA = (TextMessage, BytesMessage, MessageChunk)  # the events that go to the queue
 
 
 @final
-class Inbox:
+class Inbox(Reception):
     """The receiving half of one connection (see the module). ``on_closed(False)`` is called when
     the reader is done (the closing handshake over, a failure, the stream ended), ``on_closed(True)``
     once the stream is closed too."""
 
-    __slots__ = (
+    __slots__ = (  # and Reception's
         "_backlog", "_backlog_bytes", "_budget", "_conn", "_deliver_scope", "_done", "_drained",
-        "_draining", "_meter", "_on_closed", "_options", "_over_limit", "_partial", "_queue",
-        "_queued_bytes", "_receiving", "_resume_reading", "_stream", "_unreceived", "_writer", "finished",
+        "_meter", "_on_closed", "_options", "_over_limit", "_queue", "_stream", "_writer", "finished",
         "peer_closed", "pings",
     )
 
@@ -72,10 +77,10 @@ class Inbox:
         self._on_closed = on_closed
         self._budget = budget  # what is held here counts against it
         self._partial = 0  # what the message in progress holds, as counted in the budget
-        self._queue: MessageQueue[Message] = MessageQueue(options.max_queue)
+        self._queue: MessageQueue[Item] = MessageQueue(options.max_queue)
         self._queued_bytes = 0
         self._unreceived = 0  # messages delivered to the queue that no receive() has returned yet
-        self._backlog: collections.deque[Message] | None = None  # parsed, not yet queued (it was full)
+        self._backlog: collections.deque[Item] | None = None  # parsed, not yet queued (it was full)
         self._backlog_bytes = 0
         self._resume_reading: trio.Event | None = None
         self._drained: trio.Event | None = None
@@ -84,7 +89,10 @@ class Inbox:
         limit = options.message_limit
         self._meter = None if limit is None else MessageMeter(limit, trio.current_time())
         self._draining = False  # close() was called: deliver nothing more
-        self._over_limit = self._receiving = False
+        self._over_limit = False
+        self._receiving = 0  # see Reception
+        self._chunk_owner = None
+        self._held = None
         #: The peer's close frame arrived.
         self.peer_closed = False
         #: The reader is done: nothing more will be received.
@@ -93,39 +101,6 @@ class Inbox:
     def start(self, nursery: trio.Nursery, trailing: bytes) -> None:
         """Start the reader; ``trailing``: what came after the opening handshake."""
         nursery.start_soon(self._run, trailing)
-
-    @property
-    def pending_messages(self) -> int:
-        """Messages received and not yet taken by :meth:`receive`."""
-        return len(self._queue) + (len(self._backlog) if self._backlog else 0)
-
-    def take(self) -> Message | None:
-        """A waiting message or ``None`` (the caller checkpoints); ``trio.EndOfChannel`` at the end;
-        ``trio.BusyResourceError`` if another task waits in :meth:`wait`."""
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving from this WebSocket")
-        try:
-            message = self._queue.get_nowait()
-        except trio.WouldBlock:
-            return None
-        self._dequeued(message)
-        return message
-
-    async def wait(self) -> Message | None:
-        """Wait for the next message (after :meth:`take` gave none); ``None`` at the end."""
-        self._receiving = True
-        queue = self._queue
-        try:
-            await queue.wait()
-            try:
-                message = queue.get_nowait()
-            except trio.EndOfChannel:
-                return None
-            note_resumed()
-        finally:
-            self._receiving = False
-        self._dequeued(message)
-        return message
 
     def stop(self) -> None:
         """This side is closing: deliver nothing more (what arrives is dropped)."""
@@ -141,28 +116,6 @@ class Inbox:
             if self._done is None:
                 self._done = trio.Event()
             await self._done.wait()
-
-    def discard(self) -> None:
-        """Nothing will receive any more (the handler is done): drop what is queued."""
-        self._draining = True
-        while len(self._queue):  # (so get_nowait cannot raise)
-            self._dequeued(self._queue.get_nowait())
-
-    def _dequeued(self, message: Message) -> None:
-        size = n if (n := len(message.data)) > MESSAGE_OVERHEAD else MESSAGE_OVERHEAD
-        self._queued_bytes -= size
-        budget = self._budget
-        if budget is not None:
-            budget.used -= size
-            if budget.room is not None:
-                budget.released()
-        self._unreceived -= 1
-        if self._drained is not None and not self._unreceived:
-            self._drained.set()
-        resume = self._resume_reading
-        if resume is not None and self._queued_bytes <= self._options.queue_low_water:
-            self._resume_reading = None
-            resume.set()
 
     async def _run(self, trailing: bytes) -> None:
         conn = self._conn
@@ -256,10 +209,14 @@ class Inbox:
             budget.used += (partial := conn.buffered_bytes) - self._partial
             self._partial = partial
         for event in events:
-            if isinstance(event, (TextMessage, BytesMessage)):
+            if isinstance(event, _DATA):
                 if self._draining or self._over_limit:
                     continue
-                if meter is not None and not meter.take(len(event.data), trio.current_time()):
+                if meter is not None and not meter.take(
+                    len(event.data),
+                    trio.current_time(),
+                    1 if type(event) is not MessageChunk or event.final else 0,  # a message ends
+                ):
                     self._over_limit = True  # this message and what follows are dropped
                     continue
                 if self._backlog is None:
@@ -283,7 +240,7 @@ class Inbox:
             self._writer.write(out, start=start)
         return bool(out)
 
-    def _enqueued(self, message: Message) -> None:
+    def _enqueued(self, message: Item) -> None:
         size = n if (n := len(message.data)) > MESSAGE_OVERHEAD else MESSAGE_OVERHEAD
         self._backlog_bytes -= size
         self._queued_bytes += size

@@ -1,14 +1,19 @@
-"""Iterating over received messages, and the JSON modes of the typed receives and sends."""
+"""Iterating over received messages and over the chunks of one, and the JSON modes of the typed
+receives and sends."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, TypeVar, final
 
+import trio
+
 from ..protocol import CloseCode
 from ._exceptions import WebSocketDisconnect
+from ._pacing import yield_if_due
+from ._reception import Reception
 
-__all__ = ["JSONMode", "MessageIterator", "check_json_mode"]
+__all__ = ["ChunkIterator", "JSONMode", "MessageIterator", "check_json_mode"]
 
 T = TypeVar("T")
 
@@ -41,3 +46,34 @@ class MessageIterator(AsyncIterator[T]):
             if exc.code in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
                 raise StopAsyncIteration from None
             raise
+
+
+@final
+class ChunkIterator(AsyncIterator[str | bytes]):
+    """The chunks of one received message as they arrive: what ``WebSocket.receive_streaming()``
+    returns. Each chunk is ``str`` (text) or ``bytes`` (binary). (No async generator, no nursery.)"""
+
+    __slots__ = ("_disconnect", "_done", "_receiver", "_started")
+
+    def __init__(self, receiver: Reception, disconnect: Callable[[], WebSocketDisconnect]) -> None:
+        self._receiver = receiver
+        self._disconnect = disconnect
+        self._started = False  # a chunk was returned
+        self._done = False  # the last chunk was returned
+
+    def __aiter__(self) -> ChunkIterator:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        if self._done:
+            await trio.lowlevel.checkpoint()
+            raise StopAsyncIteration
+        await trio.lowlevel.checkpoint_if_cancelled()
+        chunk = await self._receiver.next_chunk(self, not self._started)
+        if chunk is None:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # a loop of failing receives yields
+            raise self._disconnect()
+        data, self._done = chunk
+        self._started = True
+        await yield_if_due()
+        return data

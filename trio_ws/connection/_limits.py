@@ -32,12 +32,13 @@ class MessageMeter:
         self.tokens = list(self.bursts)
         self.stamp = now
 
-    def take(self, size: int, now: float) -> bool:
-        """Count one message of ``size`` bytes; ``False`` when it is over a limit."""
+    def take(self, size: int, now: float, messages: int = 1) -> bool:
+        """Count ``messages`` (one message, or none for a chunk before its message's last) of
+        ``size`` bytes; ``False`` when it is over a limit."""
         elapsed = now - self.stamp
         self.stamp = now
         ok = True
-        for i, (rate, amount) in enumerate(zip(self.rates, (1.0, float(size)), strict=True)):
+        for i, (rate, amount) in enumerate(zip(self.rates, (float(messages), float(size)), strict=True)):
             if rate is None:
                 continue
             self.tokens[i] = min(self.bursts[i], self.tokens[i] + elapsed * rate) - amount

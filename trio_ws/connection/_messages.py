@@ -1,9 +1,9 @@
 """What a connection sends, and the typed receives: the message API of :class:`~trio_ws.WebSocket`.
 
 :class:`Messaging` is a base of ``WebSocket``: it implements ``send_*``, ``ping``, ``pong``, the
-typed ``receive_*`` / ``iter_*`` (and ``async for``) and the message counters on top of four hooks the
-connection class provides (``_parts``, ``_disconnect``, ``_ping_table``, ``_protocol``) and of its
-public ``receive()`` and ``close()``.
+typed ``receive_*`` / ``iter_*`` (and ``async for``), ``receive_streaming`` and the message counters on
+top of five hooks the connection class provides (``_parts``, ``_receiver``, ``_disconnect``,
+``_ping_table``, ``_protocol``) and of its public ``receive()`` and ``close()``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import trio
 
 from ..protocol import CloseCode, Connection, LocalProtocolError, PreparedMessage
 from ._exceptions import WebSocketDisconnect
-from ._iteration import JSONMode, MessageIterator, check_json_mode
+from ._iteration import ChunkIterator, JSONMode, MessageIterator, check_json_mode
 from ._pacing import cancel_point_and_pace, yield_if_due
 from ._pings import PingTable
+from ._reception import Reception
 from ._writer import Writer
 
 __all__ = ["Messaging"]
@@ -34,6 +35,10 @@ class Messaging:
 
     def _parts(self) -> tuple[Connection, Writer]:
         """The protocol connection and the writer; ``RuntimeError`` before the connection is open."""
+        raise NotImplementedError
+
+    def _receiver(self) -> Reception | None:
+        """What receives take messages from (``None`` before the connection is open)."""
         raise NotImplementedError
 
     def _disconnect(self) -> WebSocketDisconnect:
@@ -117,6 +122,30 @@ class Messaging:
         except ValueError:
             await self.close(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid JSON")
             raise WebSocketDisconnect(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid JSON") from None
+
+    def receive_streaming(self) -> ChunkIterator:
+        """The next message in chunks, as they arrive, without waiting for the whole message:
+        ``async for chunk in ws.receive_streaming():``. Each chunk is ``str`` for a text message and
+        ``bytes`` for a binary one.
+
+        A chunk is the payload of one frame (text is decoded: a character split across frames comes
+        whole in the later chunk, and invalid UTF-8 closes the connection with 1007); what arrived
+        before the first step comes as one chunk, so a message already received whole is one chunk.
+        The limits are those of :meth:`receive`: ``max_message_size`` bounds the whole message
+        (1009), and chunks not yet taken count against the queue's bounds.
+
+        Consume it to the end before the next receive. If you leave the loop early, the next
+        ``receive*()`` or ``receive_streaming()`` drops the rest of that message and returns the
+        one after it; the abandoned iterator then raises ``RuntimeError``.
+
+        Raises :class:`WebSocketDisconnect` once the connection is closed (also in the middle of the
+        message) and :class:`trio.BusyResourceError` while another task is receiving, as
+        :meth:`receive` does; ``RuntimeError`` before the connection is accepted.
+        """
+        receiver = self._receiver()
+        if receiver is None:
+            raise RuntimeError("receive_streaming() before the connection was accepted")
+        return ChunkIterator(receiver, self._disconnect)
 
     def iter_text(self) -> MessageIterator[str]:
         """Text messages until the peer closes with 1000 or 1001 (then the loop ends); another close

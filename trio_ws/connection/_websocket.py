@@ -31,9 +31,9 @@ class WebSocket(Messaging, RequestView, ScopeView):
     """One WebSocket connection, server or client side.
 
     Receive with :meth:`receive_text`, :meth:`receive_bytes`, :meth:`receive_json`, :meth:`receive`,
-    the ``iter_*`` methods or ``async for message in ws``; send with ``send_*``; end with
-    :meth:`close`. On the server, call :meth:`accept` (or :meth:`reject`) first; ``request`` holds
-    the upgrade request.
+    the ``iter_*`` methods, ``async for message in ws`` or :meth:`receive_streaming` (a message in
+    chunks); send with ``send_*``; end with :meth:`close`. On the server, call :meth:`accept` (or
+    :meth:`reject`) first; ``request`` holds the upgrade request.
 
     Error handling: once the connection is closed, receives (after every earlier message) and sends
     raise :class:`WebSocketDisconnect` with the close code. Receiving from two tasks at once raises
@@ -218,6 +218,9 @@ class WebSocket(Messaging, RequestView, ScopeView):
             self._close_code, self._close_reason = self._current_close()
         if self._pings is not None:
             self._pings.end()
+
+    def _receiver(self) -> Inbox | None:
+        return self._inbox
 
     def _disconnect(self) -> WebSocketDisconnect:
         code = self._close_code

@@ -6,7 +6,7 @@ Nothing here imports trio or touches sockets or clocks: bytes in, events out.
 from ._connection import Connection
 from ._deflate import DeflateOptions, PerMessageDeflate, accept_deflate, deflate_offer, negotiate_deflate
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError
-from ._events import BytesMessage, CloseReceived, Event, Ping, Pong, TextMessage
+from ._events import BytesMessage, CloseReceived, Event, MessageChunk, Ping, Pong, TextMessage
 from ._extensions import Extension
 from ._frames import (
     SPEEDUPS,
@@ -50,6 +50,7 @@ __all__ = [
     "HandshakeError",
     "Headers",
     "LocalProtocolError",
+    "MessageChunk",
     "Opcode",
     "PerMessageDeflate",
     "PreparedMessage",

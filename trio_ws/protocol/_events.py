@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["BytesMessage", "CloseReceived", "Event", "Ping", "Pong", "TextMessage"]
+__all__ = ["BytesMessage", "CloseReceived", "Event", "MessageChunk", "Ping", "Pong", "TextMessage"]
 
 
 @attrs.frozen
@@ -19,6 +19,16 @@ class BytesMessage:
     """A whole binary message."""
 
     data: bytes
+
+
+@attrs.frozen
+class MessageChunk:
+    """A part of a message that is streamed (see ``Connection.stream_message``): the payload of one
+    frame, decoded from UTF-8 for text (``str``; a character split across frames comes whole in the
+    later chunk) or ``bytes`` for binary. ``final``: the message ends with this chunk."""
+
+    data: str | bytes
+    final: bool
 
 
 @attrs.frozen
@@ -46,4 +56,4 @@ class CloseReceived:
     reason: str
 
 
-Event = TextMessage | BytesMessage | Ping | Pong | CloseReceived
+Event = TextMessage | BytesMessage | MessageChunk | Ping | Pong | CloseReceived
