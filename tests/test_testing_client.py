@@ -393,3 +393,17 @@ async def test_closes_the_handler_asks_for_are_not_failures() -> None:
         with pytest.raises(WebSocketDisconnect) as info:
             await client.receive_text()
         assert (info.value.code, info.value.reason) == (4003, "forbidden room")
+
+
+async def test_the_test_client_receives_a_message_in_chunks() -> None:
+    async def fragments(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_fragments(["one ", "two ", "three"])
+        await ws.receive()
+
+    async with open_test_client(fragments) as client:
+        with trio.fail_after(5):
+            chunks = [chunk async for chunk in client.receive_streaming()]
+    texts = [chunk for chunk in chunks if isinstance(chunk, str)]
+    assert texts == chunks  # a text message comes in str chunks
+    assert "".join(texts) == "one two three"  # (what had arrived before the first step: one chunk)

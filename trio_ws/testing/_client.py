@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar, final
 
 import trio
 
-from ..connection import WebSocket, WebSocketDisconnect
+from ..connection import ChunkIterator, WebSocket, WebSocketDisconnect
 from ..protocol import CloseCode
 
 __all__ = ["CLIENT_TIMEOUT", "DEFAULT_TIMEOUT", "ReceiveTimeout", "TestClient", "Timeout", "check_timeout"]
@@ -146,6 +146,12 @@ class TestClient:
             return await self.ws.receive_json(mode)
 
         return await self._within(timeout, f"JSON {mode} message", receive)
+
+    def receive_streaming(self) -> ChunkIterator:
+        """The next message in chunks as they arrive (``async for chunk in
+        client.receive_streaming():``), as :meth:`~trio_ws.WebSocket.receive_streaming`; no
+        timeout of its own (wrap it in ``trio.fail_after`` if the server may stay silent)."""
+        return self.ws.receive_streaming()
 
     async def send_text(self, data: str) -> None:
         """Send a text message."""
