@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -73,7 +72,6 @@ async def test_an_inherited_socket() -> None:
     assert "--fd 0 is not a socket" in result.stderr.decode()
 
 
-@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read a socket's backlog")
 async def test_backlog() -> None:
     async with run_cli("cli_app:router", "--port", "0", "--backlog", "7") as server:
         port = server.ports[0]
