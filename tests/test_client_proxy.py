@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
-import trustme
 
 from trio_ws import ProxyError, WebSocket, open_websocket, open_websocket_server, open_websocket_url
 from trio_ws.client import ProxyURL
@@ -118,23 +117,6 @@ def socks() -> Iterator[dict[str, int]]:
             process.stdout.close()
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 async def test_through_an_http_connect_proxy() -> None:

@@ -98,6 +98,7 @@ async def redis() -> AsyncIterator[Redis]:
             yield server
         finally:
             if server.process is not None:
+                server.thaw()  # (a test may leave it frozen)
                 await server.stop()
             nursery.cancel_scope.cancel()
 
