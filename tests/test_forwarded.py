@@ -1,6 +1,7 @@
 """Behind trusted proxies, the URL a handler sees is the one the client asked for: the scheme from
 ``X-Forwarded-Proto`` / ``Forwarded: proto=`` and the host from ``X-Forwarded-Host`` / ``Forwarded:
-host=``, taken from the same hop as the client address. Anyone else's headers change nothing."""
+host=``, taken from the same hop as the client address. Only the header family the proxies write is
+read (``proxy_headers``); anyone else's headers, and the other family, change nothing."""
 
 from __future__ import annotations
 
@@ -122,7 +123,10 @@ TRUSTED = ["127.0.0.0/8", "10.0.0.0/8"]
 async def test_a_trusted_proxy_sets_the_scheme_and_host(
     headers: list[tuple[str, str]], url: str, client: str
 ) -> None:
-    async with open_websocket_server(seen, "127.0.0.1", 0, trusted_proxies=TRUSTED) as server:
+    family = "forwarded" if any(name == "Forwarded" for name, _ in headers) else "x-forwarded"
+    async with open_websocket_server(
+        seen, "127.0.0.1", 0, trusted_proxies=TRUSTED, proxy_headers=family
+    ) as server:
         got = await ask(server.port, headers)
     expected = url.format(port=server.port)
     assert got["url"] == expected
@@ -181,6 +185,64 @@ async def test_the_http_hook_sees_the_forwarded_url_and_client_too() -> None:
         got = await ask(server.port, headers)
     assert early == [("wss://chat.example.com/feed?x=1", ("203.0.113.9", 0))]
     assert got["url"] == "wss://chat.example.com/feed?x=1"
+
+
+@pytest.mark.parametrize(
+    ("family", "forged"),
+    [
+        # nginx writes X-Forwarded-*; the client adds a Forwarded of its own, which nginx passes on
+        ("x-forwarded", [("Forwarded", "for=6.6.6.6;proto=https;host=evil.example")]),
+        # a proxy that writes Forwarded; the client adds X-Forwarded-* of its own
+        (
+            "forwarded",
+            [
+                ("X-Forwarded-For", "6.6.6.6"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "evil.example"),
+            ],
+        ),
+    ],
+)
+async def test_a_client_cannot_speak_for_the_proxy_in_the_other_header_family(
+    family: str, forged: list[tuple[str, str]]
+) -> None:
+    written = {
+        "x-forwarded": [
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-Host", "real.example"),
+        ],
+        "forwarded": [("Forwarded", "for=203.0.113.9;proto=http;host=real.example")],
+    }[family]
+    async with open_websocket_server(
+        seen, "127.0.0.1", 0, trusted_proxies=["127.0.0.1"], proxy_headers=family
+    ) as server:
+        got = await ask(server.port, forged + written)
+    assert (got["client"], got["url"]) == ("203.0.113.9", "ws://real.example/feed?x=1")
+
+
+async def test_a_proxy_hop_without_an_address_ends_the_walk() -> None:
+    """The trusted proxy's element names no client: an older element — the client's own — is not
+    taken for it."""
+    headers = [("Forwarded", "for=6.6.6.6;proto=https;host=evil.example, proto=http;host=real.example")]
+    async with open_websocket_server(
+        seen, "127.0.0.1", 0, trusted_proxies=["127.0.0.1"], proxy_headers="forwarded"
+    ) as server:
+        got = await ask(server.port, headers)
+    assert (got["client"], got["url"]) == ("127.0.0.1", "ws://real.example/feed?x=1")
+
+
+async def test_x_forwarded_for_entries_lose_their_ports() -> None:
+    headers = [("X-Forwarded-For", "203.0.113.9:5555, 10.0.0.5:1234")]
+    async with open_websocket_server(seen, "127.0.0.1", 0, trusted_proxies=TRUSTED) as server:
+        got = await ask(server.port, headers)
+    assert got["client"] == "203.0.113.9"  # and 10.0.0.5:1234 was known for a trusted proxy
+
+
+async def test_proxy_headers_is_one_of_two_families() -> None:
+    with pytest.raises(ValueError, match="proxy_headers"):
+        async with open_websocket_server(seen, "127.0.0.1", 0, proxy_headers="x-real-ip"):
+            pass  # pragma: no cover
 
 
 def test_a_request_url_follows_its_scheme_and_host() -> None:

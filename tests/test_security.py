@@ -482,14 +482,21 @@ async def test_client_address_from_trusted_proxies_only() -> None:
         await ws.send_json(ws.client)
 
     forwarded = [("X-Forwarded-For", "203.0.113.9, 10.0.0.5")]
-    async with open_websocket_server(
-        address, "127.0.0.1", 0, trusted_proxies=["127.0.0.0/8", "10.0.0.0/8"]
-    ) as server:
-        async with open_websocket("127.0.0.1", server.port, headers=forwarded) as ws:
-            assert await ws.receive_json() == ["203.0.113.9", 0]
-        rfc7239 = [("Forwarded", 'for="[2001:db8::7]:4711";proto=https, for=10.0.0.5')]
-        async with open_websocket("127.0.0.1", server.port, headers=rfc7239) as ws:
-            assert await ws.receive_json() == ["2001:db8::7", 0]
+    async with (
+        open_websocket_server(
+            address, "127.0.0.1", 0, trusted_proxies=["127.0.0.0/8", "10.0.0.0/8"]
+        ) as server,
+        open_websocket("127.0.0.1", server.port, headers=forwarded) as ws,
+    ):
+        assert await ws.receive_json() == ["203.0.113.9", 0]
+    rfc7239 = [("Forwarded", 'for="[2001:db8::7]:4711";proto=https, for=10.0.0.5')]
+    async with (
+        open_websocket_server(
+            address, "127.0.0.1", 0, trusted_proxies=["127.0.0.0/8", "10.0.0.0/8"], proxy_headers="forwarded"
+        ) as server,
+        open_websocket("127.0.0.1", server.port, headers=rfc7239) as ws,
+    ):
+        assert await ws.receive_json() == ["2001:db8::7", 0]
     async with (
         open_websocket_server(address, "127.0.0.1", 0) as server,  # no trusted proxy
         open_websocket("127.0.0.1", server.port, headers=forwarded) as ws,

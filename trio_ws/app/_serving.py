@@ -48,6 +48,7 @@ async def open_websocket_server(
     max_connections: int | None = None,
     max_connections_per_client: int | None = None,
     trusted_proxies: Sequence[str] = (),
+    proxy_headers: str = "x-forwarded",
     max_buffered_bytes: int | None = None,
     observer: ServerObserver | None = None,
     access_log_query: bool = False,
@@ -74,8 +75,11 @@ async def open_websocket_server(
     per client address: 429 with ``Retry-After``), ``auth`` (backends; the first to return a
     principal wins: ``ws.user``), ``guards`` (401 without credentials, 403 otherwise).
     ``max_connections`` (503 beyond) and ``max_connections_per_client`` (429 beyond) cap
-    connections; ``trusted_proxies`` (addresses or CIDR networks) are the proxies whose
-    ``Forwarded`` / ``X-Forwarded-For`` headers say who the client is.
+    connections; ``trusted_proxies`` (addresses or CIDR networks) are the proxies whose headers say
+    who the client is, and the scheme and host it asked for: ``proxy_headers="x-forwarded"``
+    (``X-Forwarded-For`` / ``-Proto`` / ``-Host``, what nginx and most load balancers write) or
+    ``"forwarded"`` (RFC 7239 ``Forwarded``). Only that family is read: a client may write the other,
+    and a proxy passes it on.
 
     ``max_buffered_bytes``: the bytes all connections together may hold in memory — messages not yet
     taken by their handlers, messages still arriving, bytes not yet written (default: 256 MiB, or 16
@@ -95,25 +99,33 @@ async def open_websocket_server(
     tasks (a listener failing with an unexpected ``OSError``) arrive as an ``ExceptionGroup``.
     """
     opts = WebSocketOptions(**options)
+    opened = listeners is None
     if listeners is None:
         listeners = await open_listeners(host, port, ssl_context)
-    server = WebSocketServer(
-        handler,
-        opts,
-        listeners=listeners,
-        subprotocols=subprotocols,
-        server_header=server_header,
-        max_request_size=max_request_size,
-        process_request=process_request,
-        process_response=process_response,
-        policy=SecurityPolicy.build(origins, require_origin, rate_limit, auth, guards),
-        max_connections=max_connections,
-        max_connections_per_client=max_connections_per_client,
-        trusted_proxies=trusted_proxies,
-        max_buffered_bytes=max_buffered_bytes,
-        observer=observer,
-        access_log_query=access_log_query,
-    )
+    try:
+        server = WebSocketServer(
+            handler,
+            opts,
+            listeners=listeners,
+            subprotocols=subprotocols,
+            server_header=server_header,
+            max_request_size=max_request_size,
+            process_request=process_request,
+            process_response=process_response,
+            policy=SecurityPolicy.build(origins, require_origin, rate_limit, auth, guards),
+            max_connections=max_connections,
+            max_connections_per_client=max_connections_per_client,
+            trusted_proxies=trusted_proxies,
+            proxy_headers=proxy_headers,
+            max_buffered_bytes=max_buffered_bytes,
+            observer=observer,
+            access_log_query=access_log_query,
+        )
+    except BaseException:  # a bad setting: the listeners opened here close again
+        if opened:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+        raise
     async with run_server(server):
         yield server
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from ..connection import Request
 from ..protocol import Headers
 
-__all__ = ["Network", "apply_forwarded", "client_address", "forwarded", "parse_networks"]
+__all__ = ["PROXY_HEADERS", "Network", "apply_forwarded", "client_address", "forwarded", "parse_networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -75,40 +75,44 @@ def _x_forwarded(headers: Headers) -> list[Hop]:
     hops: list[Hop] = [{} for _ in range(count)]
     for name, values in lists.items():
         for hop, value in zip(hops[count - len(values) :], values, strict=True):
-            hop[name] = value
+            hop[name] = _node(value) if name == "for" else value  # ("203.0.113.9:5555": no port)
     return hops
 
 
-def _hops(headers: Headers) -> list[Hop]:
-    """``Forwarded`` when it names a client (or when there is nothing else), else ``X-Forwarded-*``."""
-    hops = _rfc7239(headers)
-    if any("for" in hop for hop in hops):
-        return hops
-    return _x_forwarded(headers) or hops
+#: The header families a proxy may speak: ``X-Forwarded-For`` / ``-Proto`` / ``-Host``, or
+#: ``Forwarded`` (RFC 7239). Only the one the proxies write is read: a client can write the other.
+PROXY_HEADERS = ("x-forwarded", "forwarded")
 
 
 def forwarded(
-    peer: tuple[str, int] | None, headers: Headers, trusted: Sequence[Network]
+    peer: tuple[str, int] | None,
+    headers: Headers,
+    trusted: Sequence[Network],
+    proxy_headers: str = "x-forwarded",
 ) -> tuple[tuple[str, int] | None, str | None, str | None]:
     """``(client, scheme, host)``: what the proxies say, if the peer is a trusted proxy.
 
-    The client is the nearest address in the chain that is not itself a trusted proxy (port 0:
-    unknown; the oldest address if all are trusted; the peer if none is given). The scheme (``ws`` or
-    ``wss``) and the host come from that same hop (or, without any address, from the nearest
-    proxy's); ``None`` when not given or not valid. From an untrusted peer: ``(peer, None, None)``.
+    ``proxy_headers`` names the one header family read (:data:`PROXY_HEADERS`). The hops are walked
+    from the newest (the one the peer added): the client is the first address that is not a trusted
+    proxy (port 0: unknown; the oldest address if all are trusted). A hop that names no address
+    ends the walk: the nearest address known so far (the peer's, for the newest hop) is the client.
+    The scheme (``ws`` or ``wss``) and the host come from the hop where the walk ended; ``None``
+    when not given or not valid. From an untrusted peer: ``(peer, None, None)``.
     """
     if peer is None or not trusted or not _in(peer[0], trusted):
         return peer, None, None
-    hops = _hops(headers)
-    named = [index for index, hop in enumerate(hops) if "for" in hop]
-    if named:
-        chosen = next((i for i in reversed(named) if not _in(hops[i]["for"], trusted)), named[0])
-        hop = hops[chosen]
-        client: tuple[str, int] | None = (hop["for"], 0)
-    elif hops:
-        hop, client = hops[-1], peer
-    else:
+    hops = _rfc7239(headers) if proxy_headers == "forwarded" else _x_forwarded(headers)
+    if not hops:
         return peer, None, None
+    client: tuple[str, int] | None = peer
+    hop = hops[-1]
+    for hop in reversed(hops):
+        address = hop.get("for")
+        if address is None:
+            break  # who connected to that proxy is not said: what is older cannot be trusted
+        client = (address, 0)
+        if not _in(address, trusted):
+            break
     scheme = _SCHEMES.get(hop.get("proto", "").lower())
     host = hop.get("host")
     if host is not None and (len(host) > 255 or not _HOST.fullmatch(host)):
@@ -117,16 +121,19 @@ def forwarded(
 
 
 def client_address(
-    peer: tuple[str, int] | None, headers: Headers, trusted: Sequence[Network]
+    peer: tuple[str, int] | None,
+    headers: Headers,
+    trusted: Sequence[Network],
+    proxy_headers: str = "x-forwarded",
 ) -> tuple[str, int] | None:
     """The client's address: the peer's, unless the peer is a trusted proxy; then the nearest address
-    in ``Forwarded`` / ``X-Forwarded-For`` that is not itself a trusted proxy (port 0: unknown)."""
-    return forwarded(peer, headers, trusted)[0]
+    the proxies name that is not itself a trusted proxy (port 0: unknown; see :func:`forwarded`)."""
+    return forwarded(peer, headers, trusted, proxy_headers)[0]
 
 
-def apply_forwarded(request: Request, trusted: Sequence[Network]) -> None:
+def apply_forwarded(request: Request, trusted: Sequence[Network], proxy_headers: str = "x-forwarded") -> None:
     """Set ``request``'s client, scheme and host to what trusted proxies say (see :func:`forwarded`)."""
-    client, scheme, host = forwarded(request.client, request.headers, trusted)
+    client, scheme, host = forwarded(request.client, request.headers, trusted, proxy_headers)
     request.client = client
     if scheme is not None:
         request.scheme = scheme

@@ -26,7 +26,7 @@ from ..connection import (
 from ..protocol import CloseCode, error_response
 from ._access import AccessRecord, peer_address
 from ._observer import ServerObserver
-from ._proxies import parse_networks
+from ._proxies import PROXY_HEADERS, parse_networks
 from ._upgrade import Handler, HandshakePolicy, ProcessRequest, ProcessResponse, Upgrader
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
@@ -98,10 +98,13 @@ class WebSocketServer:
         max_connections: int | None = None,
         max_connections_per_client: int | None = None,
         trusted_proxies: Sequence[str] = (),
+        proxy_headers: str = "x-forwarded",
         max_buffered_bytes: int | None = None,
         observer: ServerObserver | None = None,
         access_log_query: bool = False,
     ) -> None:
+        if proxy_headers not in PROXY_HEADERS:
+            raise ValueError(f"proxy_headers is one of {PROXY_HEADERS}, not {proxy_headers!r}")
         self.handler = handler
         #: Told of handshakes, connections and handler failures (``None``: nobody).
         self.observer = observer
@@ -126,6 +129,7 @@ class WebSocketServer:
             max_connections_per_client=max_connections_per_client,
             trusted_proxies=parse_networks(trusted_proxies),
             budget=self.budget,
+            proxy_headers=proxy_headers,
         )
         self._records: dict[trio.abc.Stream, AccessRecord] = {}
         #: The open (accepted, not yet closed) connections.

@@ -75,6 +75,7 @@ class Upgrader:
         max_connections_per_client: int | None,
         trusted_proxies: tuple[Network, ...],
         budget: BufferBudget,
+        proxy_headers: str = "x-forwarded",
     ) -> None:
         self.options = options
         self.registry = registry
@@ -86,6 +87,7 @@ class Upgrader:
         self.policy = policy
         self.max_connections_per_client = max_connections_per_client
         self.trusted_proxies = trusted_proxies
+        self.proxy_headers = proxy_headers
         self.per_client: collections.Counter[str] = collections.Counter()
         self.budget = budget
 
@@ -128,7 +130,7 @@ class Upgrader:
             del parser  # (this frame lives as long as the connection)
             scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
             req = Request(request, scheme=scheme, client=record.client)
-            apply_forwarded(req, self.trusted_proxies)
+            apply_forwarded(req, self.trusted_proxies, self.proxy_headers)
             record.request = req
             if self.process_request is not None and await self._process_request(stream, record, req):
                 return None

@@ -77,6 +77,7 @@ async def open_test_client(
     max_connections: int | None = None,
     max_connections_per_client: int | None = None,
     trusted_proxies: Sequence[str] = (),
+    proxy_headers: str = "x-forwarded",
     max_buffered_bytes: int | None = None,
     observer: ServerObserver | None = None,
     access_log_query: bool = False,
@@ -93,9 +94,9 @@ async def open_test_client(
     The server's settings are those of :func:`~trio_ws.open_websocket_server`: ``server_subprotocols``
     (its ``subprotocols``), ``server_header``, ``max_request_size``, the hooks ``process_request``
     and ``process_response``, the security checks ``origins``, ``require_origin``, ``rate_limit``,
-    ``auth``, ``guards``, ``max_connections``, ``max_connections_per_client``, ``trusted_proxies``
-    and ``max_buffered_bytes``, and ``observer`` and ``access_log_query``. Each call serves its own
-    server: connection counts do not carry over from one test client to the next (a
+    ``auth``, ``guards``, ``max_connections``, ``max_connections_per_client``, ``trusted_proxies``,
+    ``proxy_headers`` and ``max_buffered_bytes``, and ``observer`` and ``access_log_query``. Each
+    call serves its own server: connection counts do not carry over from one test client to the next (a
     :class:`~trio_ws.RateLimit` object given to several does), and the in-memory connection has no
     client address (``ws.client`` is ``None``), so ``trusted_proxies`` changes nothing.
 
@@ -140,6 +141,7 @@ async def open_test_client(
         max_connections=max_connections,
         max_connections_per_client=max_connections_per_client,
         trusted_proxies=trusted_proxies,
+        proxy_headers=proxy_headers,
         max_buffered_bytes=max_buffered_bytes,
         observer=observer,
         access_log_query=access_log_query,
