@@ -295,8 +295,10 @@ class WebSocket(Messaging, RequestView, ScopeView):
         self._refused = True
         self._close_code = CloseCode.ABNORMAL_CLOSURE
         self.refused_status = status
-        await answer_and_linger(self.stream, response, self.options.close_timeout)
-        await trio.aclose_forcefully(self.stream)
+        try:
+            await answer_and_linger(self.stream, response, self.options.close_timeout)
+        finally:  # (cancelled too: the stream is closed)
+            await trio.aclose_forcefully(self.stream)
 
     async def receive(self) -> str | bytes:
         """The next message: ``str`` for text, ``bytes`` for binary.
