@@ -1,13 +1,19 @@
-"""Shared by the tests: the tests folder on sys.path (for ``helpers``), and TLS fixtures."""
+"""Shared by the tests: the tests folder on sys.path (for ``helpers``), TLS fixtures, and a
+redis-server of each test's own."""
 
 import ssl
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 import trustme
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import free_port
+from redis_server import Redis
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +36,18 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return context
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    """A redis-server on a free port, stopped (thawed first if frozen) after the test."""
+    async with trio.open_nursery() as nursery:
+        server = Redis(free_port(), nursery)
+        await server.start()
+        try:
+            yield server
+        finally:
+            if server.process is not None:
+                server.thaw()  # (a test may leave it frozen)
+                await server.stop()
+            nursery.cancel_scope.cancel()

@@ -8,27 +8,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import trio
-from helpers import free_port
-from test_redis import Redis
+from redis_server import Redis
 
 from trio_ws import Hub, RedisBackend, WebSocket
 from trio_ws.testing import TestClient, open_test_client
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    async with trio.open_nursery() as nursery:
-        server = Redis(free_port(), nursery)
-        await server.start()
-        try:
-            yield server
-        finally:
-            if server.process is not None:
-                server.thaw()
-                await server.stop()
-            nursery.cancel_scope.cancel()
 
 
 def member(hub: Hub, room: str) -> Any:
