@@ -19,10 +19,11 @@ LAYERS = {
     "server": 2,
     "client": 2,
     "app": 3,
-    "testing": 4,
-    "_cli": 4,
-    "__main__": 5,
-    "__init__": 5,
+    "asgi": 4,
+    "testing": 5,
+    "_cli": 5,
+    "__main__": 6,
+    "__init__": 6,
 }
 
 
