@@ -16,6 +16,7 @@ from ._auth import (
 )
 from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
 from ._metrics import Metrics
+from ._presence import Member, PresenceBackend, PresenceUnavailable
 from ._redis import RedisBackend
 from ._routing import Route, Router
 from ._run import listen_error, run, server_urls, shutdown_signals
@@ -36,8 +37,11 @@ __all__ = [
     "IsAdminUser",
     "IsAuthenticated",
     "JWTAuth",
+    "Member",
     "Metrics",
     "Overflow",
+    "PresenceBackend",
+    "PresenceUnavailable",
     "RateLimit",
     "RedisBackend",
     "Route",

@@ -24,6 +24,7 @@ import trio
 
 from ..connection import WebSocket, WebSocketDisconnect
 from ..protocol import CloseCode, PreparedMessage
+from ._presence import Member, PresenceTracker
 
 __all__ = ["BroadcastBackend", "Hub", "HubStats", "Overflow"]
 
@@ -113,12 +114,16 @@ class Hub:
     enters its block once the backend receives the rooms (a message published after that reaches
     ``ws``). A publication the backend took is delivered at most once; one that failed fast was
     never sent; one that timed out may still be delivered (``stats.publish_timeouts``).
+
+    :meth:`presence` lists a room's members in every process; with ``join_leave`` (the default of
+    :meth:`configure_room`'s), members are told when someone joins or leaves (docs: Presence).
     """
 
     def __init__(
         self,
         backend: BroadcastBackend | None = None,
         *,
+        join_leave: bool = False,
         queue_size: int = 64,
         overflow: Overflow | str = Overflow.DROP_OLDEST,
         close_code: int = CloseCode.TRY_AGAIN_LATER,
@@ -131,6 +136,7 @@ class Hub:
         self._policies: dict[str, _Policy] = {}
         self._rooms: dict[str, set[_Subscriber]] = {}
         self._subscribers: dict[WebSocket, _Subscriber] = {}
+        self._presence = PresenceTracker(self, join_leave)
         self._running = False
 
     # ------------------------------------------------------------ lifetime
@@ -152,8 +158,10 @@ class Hub:
         async with trio.open_nursery() as nursery:
             self._running = True
             await nursery.start(self.backend.run, self)
+            nursery.start_soon(self._presence.run)
             try:
                 yield
+                await self._presence.settle()  # the leaves so far are written (not when cancelled)
             finally:
                 self._running = False
                 nursery.cancel_scope.cancel()
@@ -162,6 +170,7 @@ class Hub:
         if self.backend is not None and not self._running:
             self._running = True
             trio.lowlevel.spawn_system_task(self.backend.run, self)
+            trio.lowlevel.spawn_system_task(self._presence.run)
 
     # ------------------------------------------------------------ membership
 
@@ -169,11 +178,13 @@ class Hub:
         self,
         room: str,
         *,
+        join_leave: bool | None = None,
         queue_size: int | None = None,
         overflow: Overflow | str | None = None,
         close_code: int | None = None,
     ) -> None:
         """Set the overflow policy of ``room`` (unset parts keep the hub's defaults)."""
+        self._presence.configure(room, join_leave)
         self._policies[room] = _Policy(
             self._default.queue_size if queue_size is None else queue_size,
             self._default.overflow if overflow is None else Overflow(overflow),
@@ -181,8 +192,9 @@ class Hub:
         )
 
     @asynccontextmanager
-    async def subscribe(self, ws: WebSocket, *rooms: str) -> AsyncIterator[None]:
-        """Be in ``rooms`` for the block (the connection must be accepted)."""
+    async def subscribe(self, ws: WebSocket, *rooms: str, info: Any = None) -> AsyncIterator[None]:
+        """Be in ``rooms`` for the block (the connection must be accepted), with ``info`` (any
+        JSON value, else ``TypeError``) in the room's :meth:`presence`."""
         self._ensure_running()
         subscriber = self._subscribers.get(ws)
         if subscriber is None:
@@ -198,11 +210,13 @@ class Hub:
                 await self.backend.subscribe(added)
             else:
                 await trio.lowlevel.checkpoint()
+            await self._presence.joined(ws, added, info)  # entries written, join notices sent
             yield
         finally:
             self._leave(subscriber, added)
 
     def _leave(self, subscriber: _Subscriber, rooms: list[str] | set[str]) -> None:
+        self._presence.left(subscriber.ws, rooms)
         emptied = []
         for room in list(rooms):
             subscriber.rooms.discard(room)
@@ -230,6 +244,21 @@ class Hub:
     def rooms(self) -> dict[str, int]:
         """Every room with members in this process, and how many."""
         return {room: len(members) for room, members in self._rooms.items()}
+
+    async def presence(self, room: str) -> list[Member]:
+        """The members of ``room`` in every process, oldest first; :class:`PresenceUnavailable`
+        if the backend cannot tell now (within its timeout)."""
+        self._ensure_running()
+        return await self._presence.members(room)
+
+    async def presence_count(self, room: str) -> int:
+        """How many members :meth:`presence` would list (cheaper: no entry is read)."""
+        self._ensure_running()
+        return await self._presence.count(room)
+
+    def client_id(self, ws: WebSocket) -> str | None:
+        """The :attr:`Member.client_id` of ``ws`` while it is in a room here, else ``None``."""
+        return self._presence.client_id(ws)
 
     # ------------------------------------------------------------ publishing
 
