@@ -119,7 +119,8 @@ class ScopeView:
         """The connection as an ASGI websocket scope (read-only), for middleware written for one:
         ``type`` (``"websocket"``), ``asgi``, ``http_version``, ``scheme`` (``"ws"``/``"wss"``),
         ``path`` (percent-decoded), ``raw_path`` and ``query_string`` (bytes, as sent),
-        ``root_path``, ``headers`` (``(name, value)`` byte pairs, names lower-cased, in order),
+        ``root_path`` (the mount point: ``Request.root_path``), ``headers`` (``(name, value)``
+        byte pairs, names lower-cased, in order),
         ``client`` (``ws.client``: ``(host, port)`` or ``None``), ``server`` (this end's
         ``(host, port)`` or ``None``), ``subprotocols`` (offered) and ``path_params``.
         ``RuntimeError`` for a connection without a request."""
@@ -135,7 +136,7 @@ class ScopeView:
                 "scheme": request.scheme,
                 "path": request.path,
                 "raw_path": raw_path.encode("latin-1"),
-                "root_path": "",
+                "root_path": request.root_path,
                 "query_string": query.encode("latin-1"),
                 "headers": [(name.lower(), value) for name, value in request.headers.raw],
                 "client": request.client,

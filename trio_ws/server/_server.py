@@ -210,14 +210,26 @@ class WebSocketServer:
 
     # ------------------------------------------------------------ connections
 
-    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+    async def serve_stream(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        client: tuple[str, int] | None = None,
+        scheme: str | None = None,
+        root_path: str = "",
+    ) -> None:
         """Serve one connection over ``stream`` (already accepted), until it is closed.
+
+        For a stream that is not a socket (an ASGI connection, say): ``client`` is the peer's
+        ``(host, port)`` (default: the socket's peer), ``scheme`` ``"ws"`` or ``"wss"`` (default:
+        ``"wss"`` over TLS) and ``root_path`` the handler's mount point (``Request.root_path``).
 
         Never raises but for cancellation: the handler's errors are logged and close the connection
         with 1011. The connection is shielded from outside cancellation; :meth:`aclose` ends it.
         """
         full = self.max_connections is not None and len(self._scopes) >= self.max_connections
-        record = self._records[stream] = AccessRecord(trio.current_time(), peer_address(stream))
+        peer = client if client is not None else peer_address(stream)
+        record = self._records[stream] = AccessRecord(trio.current_time(), peer)
         if self._idle.is_set():
             self._idle = trio.Event()
         scope: trio.CancelScope | None = None
@@ -235,7 +247,9 @@ class WebSocketServer:
                     # open_timeout ends the reading, or a shutdown (the upgrader then answers 503).
                     reading = trio.CancelScope(deadline=trio.current_time() + self.options.open_timeout)
                     self._scopes[scope] = reading
-                    ws = await self._upgrader.upgrade(stream, record, reading, nursery)
+                    ws = await self._upgrader.upgrade(
+                        stream, record, reading, nursery, scheme=scheme, root_path=root_path
+                    )
                     if ws is not None:
                         self._scopes[scope] = ws
                         try:

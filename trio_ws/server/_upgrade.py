@@ -103,11 +103,19 @@ class Upgrader:
             del self.per_client[host]
 
     async def upgrade(
-        self, stream: trio.abc.Stream, record: AccessRecord, reading: trio.CancelScope, nursery: trio.Nursery
+        self,
+        stream: trio.abc.Stream,
+        record: AccessRecord,
+        reading: trio.CancelScope,
+        nursery: trio.Nursery,
+        *,
+        scheme: str | None = None,
+        root_path: str = "",
     ) -> WebSocket | None:
         """The opening handshake up to the handler: the WebSocket to hand it, or ``None`` when the
         request was answered otherwise. ``reading`` bounds reading the request (``open_timeout``;
-        cancelled by a shutdown, which is answered with 503). (The handler does not run in here:
+        cancelled by a shutdown, which is answered with 503). ``scheme`` (default: ``wss`` over
+        TLS, else ``ws``) and ``root_path`` go to the request. (The handler does not run in here:
         an idle connection's task holds as few coroutine frames as it can.)"""
         if not self.registry.accepting:
             await self.answer(stream, record, error_response(503, "server shutting down"))
@@ -128,8 +136,9 @@ class Upgrader:
                 return None
             trailing = parser.trailing
             del parser  # (this frame lives as long as the connection)
-            scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
-            req = Request(request, scheme=scheme, client=record.client)
+            if scheme is None:
+                scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
+            req = Request(request, scheme=scheme, client=record.client, root_path=root_path)
             apply_forwarded(req, self.trusted_proxies, self.proxy_headers)
             record.request = req
             if self.process_request is not None and await self._process_request(stream, record, req):
