@@ -15,6 +15,7 @@ from ._auth import (
     JWTAuth,
 )
 from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
+from ._history import HistoryBackend, HistoryPage, Publication, Recovery, StreamPosition, Subscription
 from ._metrics import Metrics
 from ._redis import RedisBackend
 from ._routing import Route, Router
@@ -29,6 +30,8 @@ __all__ = [
     "BearerToken",
     "BroadcastBackend",
     "Guard",
+    "HistoryBackend",
+    "HistoryPage",
     "HTTPBasic",
     "HasPermission",
     "Hub",
@@ -38,11 +41,15 @@ __all__ = [
     "JWTAuth",
     "Metrics",
     "Overflow",
+    "Publication",
     "RateLimit",
+    "Recovery",
     "RedisBackend",
     "Route",
     "Router",
     "SecurityPolicy",
+    "StreamPosition",
+    "Subscription",
     "listen_error",
     "open_websocket_server",
     "serve_websocket",

@@ -5,7 +5,7 @@ so a publisher never waits on a stalled peer; when a queue is full, the room's :
 policy drops the oldest or the newest message, or closes that connection. A message is encoded
 once (:class:`~trio_ws.protocol.PreparedMessage`): connections without compression all send the
 same frame bytes. The backend carries messages between processes (:class:`RedisBackend`); without
-one, the hub is in-memory.
+one, the hub is in-memory. A room may keep a history of its messages (``_history*.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import contextlib
 import enum
 import json
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, final
 
@@ -24,6 +24,8 @@ import trio
 
 from ..connection import WebSocket, WebSocketDisconnect
 from ..protocol import CloseCode, PreparedMessage
+from ._history import StreamPosition, Subscription, positions_by_room
+from ._history_hub import HubHistory
 
 __all__ = ["BroadcastBackend", "Hub", "HubStats", "Overflow"]
 
@@ -50,6 +52,9 @@ class HubStats:
     closed: int = 0  #: connections closed by ``CLOSE``
     publish_errors: int = 0  #: publications the backend did not take (timed out ones included)
     publish_timeouts: int = 0  #: of ``publish_errors``, those that timed out: they may still arrive
+    recovered: int = 0  #: joins with a position (``since``) that were sent every message they missed
+    not_recovered: int = 0  #: joins with a position the history could not cover (or not be read)
+    replayed: int = 0  #: messages of history sent to joining members
 
 
 @attrs.frozen
@@ -57,6 +62,9 @@ class _Policy:
     queue_size: int
     overflow: Overflow
     close_code: int
+    history_size: int = 0
+    history_ttl: float = 0
+    envelope: bool = False
 
 
 class BroadcastBackend(Protocol):
@@ -86,12 +94,14 @@ class BroadcastBackend(Protocol):
 
 
 class _Subscriber:
-    __slots__ = ("closing", "queue", "rooms", "scope", "wakeup", "ws")
+    __slots__ = ("closing", "cutoffs", "queue", "replay", "rooms", "scope", "wakeup", "ws")
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.rooms: set[str] = set()
         self.queue: collections.deque[PreparedMessage] = collections.deque()
+        self.replay: collections.deque[PreparedMessage] = collections.deque()
+        self.cutoffs: dict[str, StreamPosition] = {}
         self.wakeup = trio.Event()
         self.scope = trio.CancelScope()
         self.closing = False
@@ -113,6 +123,12 @@ class Hub:
     enters its block once the backend receives the rooms (a message published after that reaches
     ``ws``). A publication the backend took is delivered at most once; one that failed fast was
     never sent; one that timed out may still be delivered (``stats.publish_timeouts``).
+
+    ``history_size`` (``0``: none), ``history_ttl`` and ``envelope`` are the rooms' default history
+    (docs/broadcast.md, "History and recovery"): each publication gets the next offset of the room's
+    stream; the latest ``history_size`` are kept (in memory, or in the backend: a
+    :class:`HistoryBackend`, else ``TypeError``) until ``history_ttl`` seconds (``0``: no limit)
+    after the room's last publication; ``envelope=True`` sends each message with its position.
     """
 
     def __init__(
@@ -122,12 +138,19 @@ class Hub:
         queue_size: int = 64,
         overflow: Overflow | str = Overflow.DROP_OLDEST,
         close_code: int = CloseCode.TRY_AGAIN_LATER,
+        history_size: int = 0,
+        history_ttl: float = 0,
+        envelope: bool = False,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self.backend = backend
         self.stats = HubStats()
-        self._default = _Policy(queue_size, Overflow(overflow), close_code)
+        self._history = HubHistory(backend, self.deliver_local)
+        self._default = _Policy(
+            queue_size, Overflow(overflow), close_code, history_size, history_ttl, envelope
+        )
+        self._history.check(self._default)
         self._policies: dict[str, _Policy] = {}
         self._rooms: dict[str, set[_Subscriber]] = {}
         self._subscribers: dict[WebSocket, _Subscriber] = {}
@@ -172,17 +195,41 @@ class Hub:
         queue_size: int | None = None,
         overflow: Overflow | str | None = None,
         close_code: int | None = None,
+        history_size: int | None = None,
+        history_ttl: float | None = None,
+        envelope: bool | None = None,
     ) -> None:
-        """Set the overflow policy of ``room`` (unset parts keep the hub's defaults)."""
-        self._policies[room] = _Policy(
-            self._default.queue_size if queue_size is None else queue_size,
-            self._default.overflow if overflow is None else Overflow(overflow),
-            self._default.close_code if close_code is None else close_code,
+        """Set the overflow policy and the history of ``room`` (unset parts keep the hub's
+        defaults), alike in every process. Raises ``ValueError`` for settings that make no sense."""
+        default = self._default
+        policy = _Policy(
+            default.queue_size if queue_size is None else queue_size,
+            default.overflow if overflow is None else Overflow(overflow),
+            default.close_code if close_code is None else close_code,
+            default.history_size if history_size is None else history_size,
+            default.history_ttl if history_ttl is None else history_ttl,
+            default.envelope if envelope is None else envelope,
         )
+        self._history.check(policy)
+        self._policies[room] = policy
 
     @asynccontextmanager
-    async def subscribe(self, ws: WebSocket, *rooms: str) -> AsyncIterator[None]:
-        """Be in ``rooms`` for the block (the connection must be accepted)."""
+    async def subscribe(
+        self,
+        ws: WebSocket,
+        *rooms: str,
+        since: StreamPosition | Mapping[str, StreamPosition] | None = None,
+        recent: int = 0,
+    ) -> AsyncIterator[Subscription]:
+        """Be in ``rooms`` for the block (the connection must be accepted); the block gets a
+        :class:`Subscription`. In a room with history, ``since`` (the position the member last saw;
+        ``{room: position}`` for several rooms) first sends every message after it, in order, none
+        twice, none missing; ``subscription.recovered`` is ``False`` when the history no longer
+        covers it: reload the member's state. ``recent`` sends the latest ``recent`` messages first
+        without ``since`` (or when it is not recovered). ``ValueError`` for a ``since`` not fitting."""
+        positions = positions_by_room(rooms, since)
+        if recent < 0:
+            raise ValueError("recent must be >= 0")
         self._ensure_running()
         subscriber = self._subscribers.get(ws)
         if subscriber is None:
@@ -193,19 +240,30 @@ class Hub:
         for room in added:
             subscriber.rooms.add(room)
             self._rooms.setdefault(room, set()).add(subscriber)
+        with_history = [room for room in added if self._policy(room).history_size]
+        for room in with_history:  # live messages are held until the history is read
+            self._history.hold(subscriber, room)
         try:
             if self.backend is not None:  # a message published once this returns reaches ws
                 await self.backend.subscribe(added)
             else:
                 await trio.lowlevel.checkpoint()
-            yield
+            yield await self._history.join_all(
+                subscriber, with_history, positions, recent, self._policy, self._enqueue, self.stats
+            )
         finally:
+            for room in with_history:
+                self._history.release(subscriber, room)
             self._leave(subscriber, added)
+
+    def _policy(self, room: str) -> _Policy:
+        return self._policies.get(room, self._default)
 
     def _leave(self, subscriber: _Subscriber, rooms: list[str] | set[str]) -> None:
         emptied = []
         for room in list(rooms):
             subscriber.rooms.discard(room)
+            subscriber.cutoffs.pop(room, None)
             members = self._rooms.get(room)
             if members is not None:
                 members.discard(subscriber)
@@ -233,49 +291,75 @@ class Hub:
 
     # ------------------------------------------------------------ publishing
 
-    async def publish(self, room: str, data: Any) -> None:
+    async def publish(self, room: str, data: Any) -> StreamPosition | None:
         """Send ``data`` to every member of ``room``: ``str`` as text, ``bytes`` as binary, anything
-        else as JSON text. Never waits for a member; with a backend, waits for the backend only."""
+        else as JSON text. Never waits for a member; with a backend, waits for the backend only.
+        Returns the publication's position in a room with history (``None`` otherwise, or if the
+        backend did not take it: never raised, counted in ``stats.publish_errors``)."""
+        is_json = False
         if isinstance(data, (str, bytes, bytearray, memoryview)):
             message = PreparedMessage(data if isinstance(data, str) else bytes(data))
         else:
+            is_json = True
             message = PreparedMessage(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
         self.stats.published += 1
+        policy = self._policies.get(room, self._default)
         if self.backend is None:
             await trio.lowlevel.checkpoint()
+            if policy.history_size:  # kept and delivered in one step: in offset order
+                return self._history.append_local(room, message, is_json, policy)
             self.deliver_local(room, message)
-            return
+            return None
         self._ensure_running()
         try:
+            if policy.history_size:
+                return await self._history.append(room, message, is_json, policy)
             await self.backend.publish(room, message)
         except Exception as exc:  # counted, never raised into the handler
             self.stats.publish_errors += 1
             if isinstance(exc, TimeoutError):  # it may still be delivered
                 self.stats.publish_timeouts += 1
             logger.warning("publish to %r failed: %s", room, exc)
+        return None
 
-    def deliver_local(self, room: str, message: PreparedMessage, *, remote: bool = False) -> None:
-        """Queue ``message`` for every member of ``room`` in this process (backends call this)."""
+    def deliver_local(
+        self,
+        room: str,
+        message: PreparedMessage,
+        *,
+        remote: bool = False,
+        position: StreamPosition | None = None,
+        is_json: bool = False,
+    ) -> None:
+        """Queue ``message`` for every member of ``room`` in this process (backends call this, with
+        the ``position`` of a publication of the room's history, and whether it ``is_json``)."""
         if remote:
             self.stats.received += 1
         members = self._rooms.get(room)
         if not members:
             return
         policy = self._policies.get(room, self._default)
+        if position is not None:  # a publication of the room's history
+            self._history.deliver(room, message, position, is_json, list(members), policy, self._enqueue)
+            return
         for subscriber in list(members):
-            queue = subscriber.queue
-            if len(queue) >= policy.queue_size:
-                if policy.overflow is Overflow.DROP_NEWEST:
-                    self.stats.dropped_newest += 1
-                    continue
-                if policy.overflow is Overflow.DROP_OLDEST:
-                    queue.popleft()
-                    self.stats.dropped_oldest += 1
-                else:
-                    self._close(subscriber, policy.close_code)
-                    continue
-            queue.append(message)
-            subscriber.wakeup.set()
+            self._enqueue(subscriber, message, policy)
+
+    def _enqueue(self, subscriber: _Subscriber, message: PreparedMessage, policy: _Policy) -> None:
+        """Queue ``message`` for ``subscriber``, by the room's overflow policy."""
+        queue = subscriber.queue
+        if len(queue) >= policy.queue_size:
+            if policy.overflow is Overflow.DROP_NEWEST:
+                self.stats.dropped_newest += 1
+                return
+            if policy.overflow is Overflow.DROP_OLDEST:
+                queue.popleft()
+                self.stats.dropped_oldest += 1
+            else:
+                self._close(subscriber, policy.close_code)
+                return
+        queue.append(message)
+        subscriber.wakeup.set()
 
     def _close(self, subscriber: _Subscriber, code: int) -> None:
         if subscriber.closing:
@@ -284,6 +368,7 @@ class Hub:
         self.stats.closed += 1
         self._leave(subscriber, set(subscriber.rooms))
         subscriber.queue.clear()
+        subscriber.replay.clear()
         ws = subscriber.ws
         with contextlib.suppress(RuntimeError):  # RuntimeError: the connection is already gone
             ws.nursery.start_soon(ws.close, code, "too slow for this room")
@@ -294,11 +379,14 @@ class Hub:
         try:
             with subscriber.scope:
                 while True:
-                    if not subscriber.queue:
+                    if subscriber.replay:  # history replayed on joining, before the live messages
+                        message = subscriber.replay.popleft()
+                    elif subscriber.queue:
+                        message = subscriber.queue.popleft()
+                    else:
                         subscriber.wakeup = trio.Event()
                         await subscriber.wakeup.wait()
                         continue
-                    message = subscriber.queue.popleft()
                     await subscriber.ws.send_prepared(message, direct=True)
                     self.stats.delivered += 1
         except WebSocketDisconnect:
