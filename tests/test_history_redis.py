@@ -108,6 +108,7 @@ async def test_the_script_publishes_with_spublish_for_a_cluster(redis: Redis) ->
                 while (await client.pubsub_shardnumsub("{p:room}")).get(b"{p:room}") != 1:
                     await trio.lowlevel.checkpoint()
             history = RedisHistory("p:", publish_command="SPUBLISH")
+            assert history.shard_channel("room") == "{p:room}"  # the hash tag of its keys
             message = PreparedMessage("sharded")
             position = await history.append(
                 client, "room", "{p:room}", message, is_json=False, size=10, ttl=0

@@ -125,7 +125,7 @@ class Hub:
     never sent; one that timed out may still be delivered (``stats.publish_timeouts``).
 
     ``history_size`` (``0``: none), ``history_ttl`` and ``envelope`` are the rooms' default history
-    (docs/broadcast.md, "History and recovery"): each publication gets the next offset of the room's
+    (see "History and recovery" in the guide): each publication gets the next offset of the room's
     stream; the latest ``history_size`` are kept (in memory, or in the backend: a
     :class:`HistoryBackend`, else ``TypeError``) until ``history_ttl`` seconds (``0``: no limit)
     after the room's last publication; ``envelope=True`` sends each message with its position.
@@ -339,27 +339,27 @@ class Hub:
         if not members:
             return
         policy = self._policies.get(room, self._default)
+        targets: Collection[_Subscriber] = members
         if position is not None:  # a publication of the room's history
-            self._history.deliver(room, message, position, is_json, list(members), policy, self._enqueue)
-            return
-        for subscriber in list(members):
-            self._enqueue(subscriber, message, policy)
+            message, targets = self._history.deliver(room, message, position, is_json, members, policy)
+        self._enqueue(targets, message, policy)
 
-    def _enqueue(self, subscriber: _Subscriber, message: PreparedMessage, policy: _Policy) -> None:
-        """Queue ``message`` for ``subscriber``, by the room's overflow policy."""
-        queue = subscriber.queue
-        if len(queue) >= policy.queue_size:
-            if policy.overflow is Overflow.DROP_NEWEST:
-                self.stats.dropped_newest += 1
-                return
-            if policy.overflow is Overflow.DROP_OLDEST:
-                queue.popleft()
-                self.stats.dropped_oldest += 1
-            else:
-                self._close(subscriber, policy.close_code)
-                return
-        queue.append(message)
-        subscriber.wakeup.set()
+    def _enqueue(self, members: Collection[_Subscriber], message: PreparedMessage, policy: _Policy) -> None:
+        """Queue ``message`` for ``members``, by the room's overflow policy."""
+        for subscriber in list(members):
+            queue = subscriber.queue
+            if len(queue) >= policy.queue_size:
+                if policy.overflow is Overflow.DROP_NEWEST:
+                    self.stats.dropped_newest += 1
+                    continue
+                if policy.overflow is Overflow.DROP_OLDEST:
+                    queue.popleft()
+                    self.stats.dropped_oldest += 1
+                else:
+                    self._close(subscriber, policy.close_code)
+                    continue
+            queue.append(message)
+            subscriber.wakeup.set()
 
     def _close(self, subscriber: _Subscriber, code: int) -> None:
         if subscriber.closing:

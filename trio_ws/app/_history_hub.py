@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, final
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, final
 
 import trio
 
@@ -52,7 +52,8 @@ class Member(Protocol):
     wakeup: trio.Event
 
 
-Enqueue = Callable[[Any, PreparedMessage, Any], None]  # the hub's: member, message, room policy
+_M = TypeVar("_M", bound=Member)
+Enqueue = Callable[[Sequence[Any], PreparedMessage, Any], None]  # the hub's: members, message, policy
 Held = list[tuple[PreparedMessage, StreamPosition]]
 
 
@@ -101,15 +102,16 @@ class HubHistory:
         message: PreparedMessage,
         position: StreamPosition,
         is_json: bool,
-        members: Sequence[Member],
+        members: Collection[_M],
         settings: Settings,
-        enqueue: Enqueue,
-    ) -> None:
-        """Deliver a publication of ``room``'s stream to ``members``: in its envelope, held for
-        those still reading the history, dropped for those that were sent it from the history."""
+    ) -> tuple[PreparedMessage, list[_M]]:
+        """A publication of ``room``'s stream for ``members``: in its envelope, held for those still
+        reading the history, dropped for those that were sent it from the history; the message and
+        the members to queue it for now."""
         if settings.envelope:
             message = enveloped(room, message, position, is_json)
         holding = self._held.get(room)
+        now = []
         for member in members:
             if holding is not None and member in holding:
                 holding[member].append((message, position))
@@ -119,7 +121,8 @@ class HubHistory:
                 if cutoff.epoch == position.epoch and position.offset <= cutoff.offset:
                     continue  # replayed already: its live copy came after the history
                 del member.cutoffs[room]  # the live stream is past the history: no more duplicates
-            enqueue(member, message, settings)
+            now.append(member)
+        return message, now
 
     # ------------------------------------------------------------ joining
 
@@ -199,7 +202,7 @@ class HubHistory:
             member.replay.append(message)
         for message, at in held:
             if position is None or at.epoch != position.epoch or at.offset > position.offset:
-                enqueue(member, message, settings)
+                enqueue([member], message, settings)
         if position is not None:
             member.cutoffs[room] = position
         member.wakeup.set()

@@ -105,8 +105,12 @@ class RedisHistory:
 
     def keys(self, room: str) -> tuple[str, str]:
         """The keys of ``room``'s history: its stream and its meta hash (one hash tag)."""
-        tag = "{" + self.prefix + room + "}"
+        tag = self.shard_channel(room)
         return tag + ":history", tag + ":meta"
+
+    def shard_channel(self, room: str) -> str:
+        """A channel for ``room`` in the slot of its keys (what ``SPUBLISH`` needs): its hash tag."""
+        return "{" + self.prefix + room + "}"
 
     async def append(
         self,
@@ -119,7 +123,8 @@ class RedisHistory:
         size: int,
         ttl: float,
     ) -> StreamPosition:
-        """Give ``message`` the room's next offset, keep it, publish it to ``channel``, in one step."""
+        """Give ``message`` the room's next offset, keep it, publish it to ``channel``, in one step
+        (``channel`` is one of the script's keys: with ``SPUBLISH``, :meth:`shard_channel`)."""
         stream, meta = self.keys(room)
         args = [self.publish_command, encode_message(message, is_json=is_json), str(size), _milliseconds(ttl)]
         offset, epoch = await self._append([stream, meta, channel], [*args, new_epoch()], client=client)

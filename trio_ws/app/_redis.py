@@ -49,6 +49,7 @@ class RedisBackend:
     ``{<prefix><room>}:history``, beside a hash ``{<prefix><room>}:meta`` holding its epoch and last
     offset; one Lua script gives a publication its offset, appends it (``XADD MAXLEN``, ``PEXPIRE``
     for the ttl) and publishes it with its position, so the offsets follow the order of the channel.
+    Appending and reading the history are refused and time out as publications are.
     """
 
     def __init__(
