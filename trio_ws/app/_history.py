@@ -106,8 +106,9 @@ class Recovery:
 
     room: str  #: the room
     since: StreamPosition | None  #: the position the member gave, if any
-    #: Where the room's stream stood when the member joined: what it receives next comes after it
-    #: (``None``: the room has no history here, or the history could not be read).
+    #: Where the room's stream stood when the member joined (its latest offset): the replayed
+    #: messages end there, the live ones come after it (``None``: the room has no history here, or
+    #: the history could not be read).
     position: StreamPosition | None
     #: Every message after ``since`` was replayed: the member has missed nothing. ``False`` without
     #: ``since``, or when the history no longer covers it (trimmed, expired, epoch changed, history
