@@ -430,8 +430,9 @@ async def test_settings_and_positions_that_make_no_sense_are_refused_clearly() -
         Hub(history_size=-1)
     with pytest.raises(ValueError, match="envelope needs a history"):
         Hub(envelope=True)
-    with pytest.raises(ValueError, match="history_ttl"):
-        Hub().configure_room("r", history_size=1, history_ttl=-1)
+    for ttl in (-1, float("inf"), float("nan"), "60"):
+        with pytest.raises(ValueError, match="history_ttl"):
+            Hub().configure_room("r", history_size=1, history_ttl=ttl)  # type: ignore[arg-type]
 
     class PubSubOnly:  # a BroadcastBackend keeping no history
         async def run(self, hub: Hub, task_status: Any = trio.TASK_STATUS_IGNORED) -> None: ...

@@ -154,8 +154,8 @@ def check_history(size: int, ttl: float, envelope: bool) -> None:
     """Refuse history settings that make no sense, with the reason."""
     if type(size) is not int or size < 0:
         raise ValueError("history_size must be an int >= 0 (0: no history)")
-    if ttl < 0:
-        raise ValueError("history_ttl must be >= 0 seconds (0: kept until trimmed)")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 <= ttl < float("inf"):
+        raise ValueError("history_ttl must be a number of seconds >= 0 (0: kept until trimmed)")
     if envelope and not size:
         raise ValueError("envelope needs a history (history_size >= 1): offsets come from it")
 
@@ -225,7 +225,7 @@ def join_notice(room: str, position: StreamPosition | None, recovered: bool) -> 
 # ------------------------------------------------------------------ in memory
 
 
-class _Stream:
+class _RoomStream:
     __slots__ = ("entries", "epoch", "expires", "offset")
 
     def __init__(self, size: int) -> None:
@@ -241,13 +241,13 @@ class MemoryHistory:
     room's last publication (on trio's clock)."""
 
     def __init__(self) -> None:
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, _RoomStream] = {}
         self._sweep_at = 1024  # drop expired streams when there are this many
 
-    def _stream(self, room: str, size: int, ttl: float, now: float) -> _Stream:
+    def _stream(self, room: str, size: int, ttl: float, now: float) -> _RoomStream:
         stream = self._streams.get(room)
         if stream is None or now >= stream.expires:
-            stream = self._streams[room] = _Stream(size)
+            stream = self._streams[room] = _RoomStream(size)
             stream.expires = now + ttl if ttl else float("inf")
             if len(self._streams) >= self._sweep_at:
                 self._sweep(now)

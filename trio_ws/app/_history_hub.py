@@ -31,7 +31,7 @@ __all__ = ["HubHistory"]
 logger = logging.getLogger("trio_ws.broadcast")
 
 
-class Settings(Protocol):
+class HistorySettings(Protocol):
     """A room's history settings (the hub's room policy)."""
 
     @property
@@ -42,7 +42,7 @@ class Settings(Protocol):
     def envelope(self) -> bool: ...
 
 
-class Member(Protocol):
+class HistoryMember(Protocol):
     """What of a hub's subscriber the history uses."""
 
     rooms: set[str]
@@ -52,7 +52,7 @@ class Member(Protocol):
     wakeup: trio.Event
 
 
-_M = TypeVar("_M", bound=Member)
+_M = TypeVar("_M", bound=HistoryMember)
 Enqueue = Callable[[Sequence[Any], PreparedMessage, Any], None]  # the hub's: members, message, policy
 Held = list[tuple[PreparedMessage, StreamPosition]]
 
@@ -68,9 +68,9 @@ class HubHistory:
         self.available = self.backend is not None or self.memory is not None
         self._deliver = deliver  # the hub's deliver_local
         # room -> the members joining it, and the live messages held for each until its history is read
-        self._held: dict[str, dict[Member, Held]] = {}
+        self._held: dict[str, dict[HistoryMember, Held]] = {}
 
-    def check(self, settings: Settings) -> None:
+    def check(self, settings: HistorySettings) -> None:
         """Refuse history settings that make no sense, or a history the backend cannot keep."""
         check_history(settings.history_size, settings.history_ttl, settings.envelope)
         if settings.history_size and not self.available:
@@ -79,7 +79,7 @@ class HubHistory:
     # ------------------------------------------------------------ publishing
 
     def append_local(
-        self, room: str, message: PreparedMessage, is_json: bool, settings: Settings
+        self, room: str, message: PreparedMessage, is_json: bool, settings: HistorySettings
     ) -> StreamPosition:
         """In memory: keep ``message`` at the room's next offset and deliver it, in one step."""
         assert self.memory is not None
@@ -89,7 +89,7 @@ class HubHistory:
         return position
 
     async def append(
-        self, room: str, message: PreparedMessage, is_json: bool, settings: Settings
+        self, room: str, message: PreparedMessage, is_json: bool, settings: HistorySettings
     ) -> StreamPosition:
         """Through the backend, which publishes it with its position (raises as the backend does)."""
         assert self.backend is not None
@@ -103,7 +103,7 @@ class HubHistory:
         position: StreamPosition,
         is_json: bool,
         members: Collection[_M],
-        settings: Settings,
+        settings: HistorySettings,
     ) -> tuple[PreparedMessage, list[_M]]:
         """A publication of ``room``'s stream for ``members``: in its envelope, held for those still
         reading the history, dropped for those that were sent it from the history; the message and
@@ -126,11 +126,11 @@ class HubHistory:
 
     # ------------------------------------------------------------ joining
 
-    def hold(self, member: Member, room: str) -> None:
+    def hold(self, member: HistoryMember, room: str) -> None:
         """Hold ``room``'s live messages for ``member`` until :meth:`join` (or :meth:`release`)."""
         self._held.setdefault(room, {})[member] = []
 
-    def release(self, member: Member, room: str) -> Held:
+    def release(self, member: HistoryMember, room: str) -> Held:
         """Stop holding ``room``'s live messages for ``member``; the ones held."""
         holding = self._held.get(room)
         held = [] if holding is None else holding.pop(member, [])
@@ -140,11 +140,11 @@ class HubHistory:
 
     async def join_all(
         self,
-        member: Member,
+        member: HistoryMember,
         rooms: Sequence[str],
         positions: Mapping[str, StreamPosition],
         recent: int,
-        settings: Callable[[str], Settings],
+        settings: Callable[[str], HistorySettings],
         enqueue: Enqueue,
         stats: Any,
     ) -> Subscription:
@@ -163,11 +163,11 @@ class HubHistory:
 
     async def join(
         self,
-        member: Member,
+        member: HistoryMember,
         room: str,
         since: StreamPosition | None,
         recent: int,
-        settings: Settings,
+        settings: HistorySettings,
         enqueue: Enqueue,
     ) -> Recovery:
         """Read ``room``'s history, then, in one step: queue what the member missed (or the latest
@@ -209,7 +209,7 @@ class HubHistory:
         return Recovery(room, since, position, recovered, len(replay))
 
     async def read(
-        self, room: str, since: StreamPosition | None, limit: int, settings: Settings
+        self, room: str, since: StreamPosition | None, limit: int, settings: HistorySettings
     ) -> HistoryPage:
         """Read ``room``'s history, where it is kept."""
         ttl = settings.history_ttl
