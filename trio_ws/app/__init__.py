@@ -17,6 +17,7 @@ from ._auth import (
 from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
 from ._history import HistoryBackend, HistoryPage, Publication, Recovery, StreamPosition, Subscription
 from ._metrics import Metrics
+from ._presence import Member, PresenceBackend, PresenceUnavailable
 from ._redis import RedisBackend
 from ._routing import Route, Router
 from ._run import listen_error, run, server_urls, shutdown_signals
@@ -39,8 +40,11 @@ __all__ = [
     "IsAdminUser",
     "IsAuthenticated",
     "JWTAuth",
+    "Member",
     "Metrics",
     "Overflow",
+    "PresenceBackend",
+    "PresenceUnavailable",
     "Publication",
     "RateLimit",
     "Recovery",

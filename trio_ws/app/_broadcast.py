@@ -12,59 +12,24 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import enum
 import json
 import logging
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, final
 
-import attrs
 import trio
 
 from ..connection import WebSocket, WebSocketDisconnect
 from ..protocol import CloseCode, PreparedMessage
 from ._history import StreamPosition, Subscription, positions_by_room
 from ._history_hub import HubHistory
+from ._hub_policy import HubStats, Overflow, RoomPolicy
+from ._presence import Member, PresenceTracker
 
 __all__ = ["BroadcastBackend", "Hub", "HubStats", "Overflow"]
 
 logger = logging.getLogger("trio_ws.broadcast")
-
-
-class Overflow(enum.Enum):
-    """What happens when a subscriber's outgoing queue is full."""
-
-    DROP_OLDEST = "drop_oldest"  #: the oldest queued message is dropped for the new one
-    DROP_NEWEST = "drop_newest"  #: the new message is dropped
-    CLOSE = "close"  #: the connection is closed (``close_code``, 1013 by default)
-
-
-@attrs.define
-class HubStats:
-    """Counters of a hub, since it was made."""
-
-    published: int = 0  #: messages published here
-    received: int = 0  #: messages of this process's rooms from the backend (our own echo included)
-    delivered: int = 0  #: messages written to a connection
-    dropped_oldest: int = 0  #: messages dropped by ``DROP_OLDEST``
-    dropped_newest: int = 0  #: messages dropped by ``DROP_NEWEST``
-    closed: int = 0  #: connections closed by ``CLOSE``
-    publish_errors: int = 0  #: publications the backend did not take (timed out ones included)
-    publish_timeouts: int = 0  #: of ``publish_errors``, those that timed out: they may still arrive
-    recovered: int = 0  #: joins with a position (``since``) that were sent every message they missed
-    not_recovered: int = 0  #: joins with a position the history could not cover (or not be read)
-    replayed: int = 0  #: messages of history sent to joining members
-
-
-@attrs.frozen
-class _Policy:
-    queue_size: int
-    overflow: Overflow
-    close_code: int
-    history_size: int = 0
-    history_ttl: float = 0
-    envelope: bool = False
 
 
 class BroadcastBackend(Protocol):
@@ -124,17 +89,19 @@ class Hub:
     ``ws``). A publication the backend took is delivered at most once; one that failed fast was
     never sent; one that timed out may still be delivered (``stats.publish_timeouts``).
 
-    ``history_size`` (``0``: none), ``history_ttl`` and ``envelope`` are the rooms' default history
-    (see "History and recovery" in the guide): each publication gets the next offset of the room's
-    stream; the latest ``history_size`` are kept (in memory, or in the backend: a
-    :class:`HistoryBackend`, else ``TypeError``) until ``history_ttl`` seconds (``0``: no limit)
-    after the room's last publication; ``envelope=True`` sends each message with its position.
+    ``history_size`` (``0``: none), ``history_ttl`` (``0``: no limit) and ``envelope`` are the rooms'
+    default history (guide: "History and recovery"), kept in memory or by a :class:`HistoryBackend`
+    (another backend: ``TypeError``).
+
+    :meth:`presence` lists a room's members in every process; with ``join_leave`` (the default of
+    :meth:`configure_room`'s), members are told when someone joins or leaves (docs: Presence).
     """
 
     def __init__(
         self,
         backend: BroadcastBackend | None = None,
         *,
+        join_leave: bool = False,
         queue_size: int = 64,
         overflow: Overflow | str = Overflow.DROP_OLDEST,
         close_code: int = CloseCode.TRY_AGAIN_LATER,
@@ -147,13 +114,14 @@ class Hub:
         self.backend = backend
         self.stats = HubStats()
         self._history = HubHistory(backend, self.deliver_local)
-        self._default = _Policy(
+        self._default = RoomPolicy(
             queue_size, Overflow(overflow), close_code, history_size, history_ttl, envelope
         )
         self._history.check(self._default)
-        self._policies: dict[str, _Policy] = {}
+        self._policies: dict[str, RoomPolicy] = {}
         self._rooms: dict[str, set[_Subscriber]] = {}
         self._subscribers: dict[WebSocket, _Subscriber] = {}
+        self._presence = PresenceTracker(self, join_leave)
         self._running = False
 
     # ------------------------------------------------------------ lifetime
@@ -175,8 +143,10 @@ class Hub:
         async with trio.open_nursery() as nursery:
             self._running = True
             await nursery.start(self.backend.run, self)
+            nursery.start_soon(self._presence.run)
             try:
                 yield
+                await self._presence.settle()  # the leaves so far are written (not when cancelled)
             finally:
                 self._running = False
                 nursery.cancel_scope.cancel()
@@ -185,6 +155,7 @@ class Hub:
         if self.backend is not None and not self._running:
             self._running = True
             trio.lowlevel.spawn_system_task(self.backend.run, self)
+            trio.lowlevel.spawn_system_task(self._presence.run)
 
     # ------------------------------------------------------------ membership
 
@@ -192,6 +163,7 @@ class Hub:
         self,
         room: str,
         *,
+        join_leave: bool | None = None,
         queue_size: int | None = None,
         overflow: Overflow | str | None = None,
         close_code: int | None = None,
@@ -201,14 +173,14 @@ class Hub:
     ) -> None:
         """Set the overflow policy and the history of ``room`` (unset parts keep the hub's
         defaults), alike in every process. Raises ``ValueError`` for settings that make no sense."""
-        default = self._default
-        policy = _Policy(
-            default.queue_size if queue_size is None else queue_size,
-            default.overflow if overflow is None else Overflow(overflow),
-            default.close_code if close_code is None else close_code,
-            default.history_size if history_size is None else history_size,
-            default.history_ttl if history_ttl is None else history_ttl,
-            default.envelope if envelope is None else envelope,
+        self._presence.configure(room, join_leave)
+        policy = self._default.changed(
+            queue_size=queue_size,
+            overflow=overflow,
+            close_code=close_code,
+            history_size=history_size,
+            history_ttl=history_ttl,
+            envelope=envelope,
         )
         self._history.check(policy)
         self._policies[room] = policy
@@ -218,15 +190,16 @@ class Hub:
         self,
         ws: WebSocket,
         *rooms: str,
+        info: Any = None,
         since: StreamPosition | Mapping[str, StreamPosition] | None = None,
         recent: int = 0,
     ) -> AsyncIterator[Subscription]:
-        """Be in ``rooms`` for the block (the connection must be accepted); the block gets a
-        :class:`Subscription`. In a room with history, ``since`` (the position the member last saw;
-        ``{room: position}`` for several rooms) first sends every message after it, in order, none
-        twice, none missing; ``subscription.recovered`` is ``False`` when the history no longer
-        covers it: reload the member's state. ``recent`` sends the latest ``recent`` messages first
-        without ``since`` (or when it is not recovered). ``ValueError`` for a ``since`` not fitting."""
+        """Be in ``rooms`` for the block (the connection must be accepted), with ``info`` (any JSON
+        value, else ``TypeError``) in the room's :meth:`presence`; the block gets a
+        :class:`Subscription`. In a room with history, ``since`` (the position the member last saw,
+        ``{room: position}`` for several rooms) first sends every message after it, none twice, none
+        missing, or says ``recovered=False``; ``recent`` the latest ``recent`` messages otherwise.
+        ``ValueError`` (or ``TypeError``) for a ``since`` that does not fit ``rooms``."""
         positions = positions_by_room(rooms, since)
         if recent < 0:
             raise ValueError("recent must be >= 0")
@@ -248,18 +221,21 @@ class Hub:
                 await self.backend.subscribe(added)
             else:
                 await trio.lowlevel.checkpoint()
-            yield await self._history.join_all(
+            subscription = await self._history.join_all(
                 subscriber, with_history, positions, recent, self._policy, self._enqueue, self.stats
             )
+            await self._presence.joined(ws, added, info)  # entries written, join notices sent
+            yield subscription
         finally:
             for room in with_history:
                 self._history.release(subscriber, room)
             self._leave(subscriber, added)
 
-    def _policy(self, room: str) -> _Policy:
+    def _policy(self, room: str) -> RoomPolicy:
         return self._policies.get(room, self._default)
 
     def _leave(self, subscriber: _Subscriber, rooms: list[str] | set[str]) -> None:
+        self._presence.left(subscriber.ws, rooms)
         emptied = []
         for room in list(rooms):
             subscriber.rooms.discard(room)
@@ -288,6 +264,21 @@ class Hub:
     def rooms(self) -> dict[str, int]:
         """Every room with members in this process, and how many."""
         return {room: len(members) for room, members in self._rooms.items()}
+
+    async def presence(self, room: str) -> list[Member]:
+        """The members of ``room`` in every process, oldest first; :class:`PresenceUnavailable`
+        if the backend cannot tell now (within its timeout)."""
+        self._ensure_running()
+        return await self._presence.members(room)
+
+    async def presence_count(self, room: str) -> int:
+        """How many members :meth:`presence` would list (cheaper: no entry is read)."""
+        self._ensure_running()
+        return await self._presence.count(room)
+
+    def client_id(self, ws: WebSocket) -> str | None:
+        """The :attr:`Member.client_id` of ``ws`` while it is in a room here, else ``None``."""
+        return self._presence.client_id(ws)
 
     # ------------------------------------------------------------ publishing
 
@@ -344,7 +335,9 @@ class Hub:
             message, targets = self._history.deliver(room, message, position, is_json, members, policy)
         self._enqueue(targets, message, policy)
 
-    def _enqueue(self, members: Collection[_Subscriber], message: PreparedMessage, policy: _Policy) -> None:
+    def _enqueue(
+        self, members: Collection[_Subscriber], message: PreparedMessage, policy: RoomPolicy
+    ) -> None:
         """Queue ``message`` for ``members``, by the room's overflow policy."""
         for subscriber in list(members):
             queue = subscriber.queue

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
@@ -13,6 +13,7 @@ import trio
 from ..protocol import PreparedMessage
 from ._history import HistoryPage, StreamPosition
 from ._history_redis import RedisHistory, decode_message, encode_message
+from ._presence_redis import RedisPresence
 
 if TYPE_CHECKING:
     from ._broadcast import Hub
@@ -50,6 +51,10 @@ class RedisBackend:
     offset; one Lua script gives a publication its offset, appends it (``XADD MAXLEN``, ``PEXPIRE``
     for the ttl) and publishes it with its position, so the offsets follow the order of the channel.
     Appending and reading the history are refused and time out as publications are.
+
+    Presence: each member has an entry under ``{<prefix><room>}:presence``; the hub rewrites this
+    process's entries every ``presence_interval`` seconds, and an entry not rewritten expires
+    ``presence_ttl`` seconds after its last write. A presence command is bounded by ``publish_timeout``.
     """
 
     def __init__(
@@ -57,6 +62,8 @@ class RedisBackend:
         url: str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "trio_ws:",
+        presence_ttl: float = 30.0,
+        presence_interval: float = 10.0,
         publish_timeout: float = 1.0,
         subscribe_timeout: float = 2.0,
         health_interval: float = 1.0,
@@ -70,6 +77,8 @@ class RedisBackend:
         self._coredis = coredis
         self.url = url
         self.prefix = prefix
+        self._presence = RedisPresence(prefix, presence_ttl, presence_interval, publish_timeout)
+        self.presence_interval = presence_interval  #: between two rewrites of this process's entries
         self.publish_timeout = publish_timeout
         self.subscribe_timeout = subscribe_timeout
         self.health_interval = health_interval
@@ -92,6 +101,20 @@ class RedisBackend:
     def subscribed_rooms(self) -> frozenset[str]:
         """The rooms Redis confirmed this process is subscribed to."""
         return frozenset(self._subscribed)
+
+    async def presence_update(
+        self, room: str, add: Mapping[str, str], remove: Collection[str]
+    ) -> list[tuple[str, str]]:
+        """Write and delete this process's entries of ``room``; return those that expired."""
+        return await self._presence.update(self._client if self.ready.is_set() else None, room, add, remove)
+
+    async def presence_entries(self, room: str) -> list[tuple[str, str]]:
+        """``room``'s entries that have not expired (client id, entry)."""
+        return await self._presence.entries(self._client if self.ready.is_set() else None, room)
+
+    async def presence_count(self, room: str) -> int:
+        """How many entries ``room`` has that have not expired."""
+        return await self._presence.count(self._client if self.ready.is_set() else None, room)
 
     def _update_ready(self) -> None:
         if self._synced and self._healthy and self._client is not None:
