@@ -15,6 +15,7 @@ from ._auth import (
     JWTAuth,
 )
 from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
+from ._history import HistoryBackend, HistoryPage, Publication, Recovery, StreamPosition, Subscription
 from ._metrics import Metrics
 from ._presence import Member, PresenceBackend, PresenceUnavailable
 from ._redis import RedisBackend
@@ -30,6 +31,8 @@ __all__ = [
     "BearerToken",
     "BroadcastBackend",
     "Guard",
+    "HistoryBackend",
+    "HistoryPage",
     "HTTPBasic",
     "HasPermission",
     "Hub",
@@ -42,11 +45,15 @@ __all__ = [
     "Overflow",
     "PresenceBackend",
     "PresenceUnavailable",
+    "Publication",
     "RateLimit",
+    "Recovery",
     "RedisBackend",
     "Route",
     "Router",
     "SecurityPolicy",
+    "StreamPosition",
+    "Subscription",
     "listen_error",
     "open_websocket_server",
     "serve_websocket",
