@@ -281,6 +281,25 @@ async def test_without_a_position_recent_sends_the_latest_messages_then_the_live
     assert member.subscriptions[0].replayed == 10
 
 
+async def test_presence_notices_and_live_only_publications_are_not_kept_in_the_history(world: World) -> None:
+    hub = await world.hub(history_size=100, envelope=True, join_leave=True)
+    member = Member(hub, "r")
+    async with open_test_client(member) as client:
+        assert (await client.receive_json(timeout=10))["recovered"] is False  # where it stands: 0
+        join = await client.receive_json(timeout=10)  # its own join notice: raw, no offset
+        assert (join["presence"], join["room"]) == ("join", "r")
+        assert "offset" not in join
+        assert await hub.publish("r", "typing", history=False) is None
+        assert await client.receive_text(timeout=10) == "typing"
+        kept = await hub.publish("r", "kept")
+        assert kept is not None and kept.offset == 1  # neither the notice nor "typing" took an offset
+        assert await client.receive_json(timeout=10) == envelope(1, kept.epoch, "kept")
+    async with open_test_client(member, query_string="recent=10") as client:
+        assert (await client.receive_json(timeout=10))["offset"] == 0
+        assert await envelopes(client, 1) == [envelope(1, kept.epoch, "kept")]  # the history: "kept" only
+        assert (await client.receive_json(timeout=10))["presence"] == "join"
+
+
 async def test_a_lost_stream_has_a_new_epoch_and_is_not_recovered(world: World) -> None:
     hub = await world.hub(history_size=100, envelope=True)
     member = Member(hub, "r")

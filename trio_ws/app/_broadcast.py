@@ -282,11 +282,13 @@ class Hub:
 
     # ------------------------------------------------------------ publishing
 
-    async def publish(self, room: str, data: Any) -> StreamPosition | None:
+    async def publish(self, room: str, data: Any, *, history: bool = True) -> StreamPosition | None:
         """Send ``data`` to every member of ``room``: ``str`` as text, ``bytes`` as binary, anything
         else as JSON text. Never waits for a member; with a backend, waits for the backend only.
         Returns the publication's position in a room with history (``None`` otherwise, or if the
-        backend did not take it: never raised, counted in ``stats.publish_errors``)."""
+        backend did not take it: never raised, counted in ``stats.publish_errors``). With
+        ``history=False`` it is sent live only, as in a room without history: not kept, no offset,
+        no envelope (for what is of the moment: presence notices, "typing…")."""
         is_json = False
         if isinstance(data, (str, bytes, bytearray, memoryview)):
             message = PreparedMessage(data if isinstance(data, str) else bytes(data))
@@ -295,15 +297,16 @@ class Hub:
             message = PreparedMessage(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
         self.stats.published += 1
         policy = self._policies.get(room, self._default)
+        keep = history and policy.history_size
         if self.backend is None:
             await trio.lowlevel.checkpoint()
-            if policy.history_size:  # kept and delivered in one step: in offset order
+            if keep:  # kept and delivered in one step: in offset order
                 return self._history.append_local(room, message, is_json, policy)
             self.deliver_local(room, message)
             return None
         self._ensure_running()
         try:
-            if policy.history_size:
+            if keep:
                 return await self._history.append(room, message, is_json, policy)
             await self.backend.publish(room, message)
         except Exception as exc:  # counted, never raised into the handler

@@ -83,7 +83,7 @@ class _HubSide(Protocol):
     @property
     def backend(self) -> object: ...
 
-    async def publish(self, room: str, data: Any) -> object: ...
+    async def publish(self, room: str, data: Any, *, history: bool = ...) -> object: ...
 
     def deliver_local(self, room: str, message: PreparedMessage, *, remote: bool = ...) -> None: ...
 
@@ -295,7 +295,7 @@ class PresenceTracker:
                     refresh = {}
             elif self._notices:
                 room, notice = self._notices.popleft()
-                await self._hub.publish(room, notice)
+                await self._hub.publish(room, notice, history=False)  # of the moment: not kept
             else:
                 self._done = self._queued
                 self._progress.set()
