@@ -7,10 +7,14 @@ The page (``GET /``, answered by the HTTP hook, with its icon) opens ``ws://<hos
 every message goes to everyone in the room through a :class:`~trio_ws.Hub`. ``?room=`` and ``?name=``
 on the page's URL pick them; a room name can be anything (it is percent-encoded in the path, ``/``
 included). A message has at most 2,000 characters: a longer one is refused, with a word to its
-sender. The page reconnects by itself when the server restarts (with backoff; the text being typed
-stays), and says why a connection closed. ``--redis redis://127.0.0.1:6379/0`` puts the rooms in
-Redis, so that several chat processes share them. Ctrl+C shuts down gracefully (close 1001 to
-everyone: "server restarting" on the page); a second Ctrl+C stops at once.
+sender. Each room keeps its latest 100 messages: a page that opens (or is reloaded) shows the last 50,
+and a page that reconnects sends the position of the last message it showed (``&offset=&epoch=``) and
+gets exactly what it missed meanwhile. The page lists who is in the room, and says who joins and
+leaves. It reconnects by itself when the server restarts (with backoff; the text being typed stays),
+and says why a connection closed. ``--redis redis://127.0.0.1:6379/0`` puts the rooms, their history
+and who is in them in Redis, so that several chat processes share them (and a page that reconnects to
+another process still gets what it missed). Ctrl+C shuts down gracefully (close 1001 to everyone:
+"server restarting" on the page); a second Ctrl+C stops at once.
 """
 
 from __future__ import annotations
@@ -22,32 +26,60 @@ from contextlib import asynccontextmanager
 import trio
 
 import trio_ws
-from trio_ws import HTTPResponse, Hub, Overflow, RedisBackend, Request, Router, WebSocket, WebSocketServer
+from trio_ws import (
+    HTTPResponse,
+    Hub,
+    Overflow,
+    PresenceUnavailable,
+    RedisBackend,
+    Request,
+    Router,
+    StreamPosition,
+    WebSocket,
+    WebSocketServer,
+)
 
 #: The longest message, in characters (the page checks it too, before sending).
 MAX_CHARS = 2000
+#: The messages a page that opens is shown from the room's history.
+RECENT = 50
 
 router = Router()
-#: Rooms: each member has its own bounded queue, so a slow browser never holds up the room.
-hub = Hub(queue_size=100, overflow=Overflow.DROP_OLDEST)
+#: Rooms: each member has its own bounded queue, so a slow browser never holds up the room. Each room
+#: keeps its latest 100 messages for a day; every message goes out in an envelope with its offset
+#: ({"room", "offset", "epoch", "data"}) for the page to keep; members hear of joins and leaves.
+hub = Hub(
+    queue_size=100,
+    overflow=Overflow.DROP_OLDEST,
+    history_size=100,
+    history_ttl=24 * 3600,
+    envelope=True,
+    join_leave=True,
+)
 
 
 @router.websocket("/ws/{room:path}")  # path: a room's name may hold a "/"
 async def chat(ws: WebSocket, room: str) -> None:
-    name = (ws.query_params.get("name") or "guest")[:32]
+    query = ws.query_params
+    name = (query.get("name") or "guest")[:32]
+    # Where a reconnecting page stands; None for a page that just opened (or sent nonsense).
+    since = StreamPosition.from_client(query.get("offset"), query.get("epoch"))
     await ws.accept()
-    try:
-        async with hub.subscribe(ws, room):  # leaves the room however the connection ends
-            await hub.publish(room, {"from": "server", "text": f"{name} joined {room}"})
-            async for text in ws.iter_text():
-                if len(text) > MAX_CHARS:  # to the sender only; the room sees nothing
-                    refusal = f"Not sent: your message has {len(text):,} characters, at most {MAX_CHARS:,}."
-                    await ws.send_json({"from": "server", "error": "too_long", "text": refusal})
-                    continue
-                await hub.publish(room, {"from": name, "text": text})
-    finally:
-        with trio.CancelScope(shield=True):
-            await hub.publish(room, {"from": "server", "text": f"{name} left"})
+    # Recover what the page missed, or (a new page, or a gap the history no longer holds) the latest
+    # RECENT messages; the first message says which ({"recovered": ...}). Leaves the room however the
+    # connection ends.
+    async with hub.subscribe(ws, room, info={"name": name}, since=since, recent=RECENT):
+        try:
+            members = await hub.presence(room)
+        except PresenceUnavailable:  # Redis is away: the list comes with the next joins and leaves
+            members = []
+        await ws.send_json({"who": [{"id": m.client_id, "name": m.info["name"]} for m in members]})
+        async for text in ws.iter_text():
+            if len(text) > MAX_CHARS:  # to the sender only; the room sees nothing
+                refusal = f"Not sent: your message has {len(text):,} characters, at most {MAX_CHARS:,}."
+                await ws.send_json({"from": "server", "error": "too_long", "text": refusal})
+                continue
+            await hub.publish(room, {"from": name, "text": text})
 
 
 ICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">
@@ -72,11 +104,13 @@ PAGE = """<!doctype html>
   #status { color: #555; font-size: .85rem; }
   #status[data-state="reconnecting"], #status[data-state="closed"] { color: #a33; }
   #note { font-size: .85rem; min-height: 1.2em; margin: .3rem 0; }
+  #who { color: #555; font-size: .85rem; }
 </style>
 </head>
 <body>
 <h1>Room <span id="room"></span></h1>
 <p id="status" data-state="connecting" role="status">connecting…</p>
+<p id="who" aria-live="polite"></p>
 <div id="log"></div>
 <form id="form"><input id="text" autocomplete="off" placeholder="Say something" aria-label="Message">
 <button>Send</button></form>
@@ -106,7 +140,10 @@ document.getElementById("room").textContent = room;
 document.title = `${room} · trio_ws chat`;
 const scheme = location.protocol === "https:" ? "wss" : "ws";
 // Any room name: percent-encoded into one path segment ("a/b" is "a%2Fb").
-const url = `${scheme}://${location.host}/ws/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}`;
+const base = `${scheme}://${location.host}/ws/${encodeURIComponent(room)}?name=${encodeURIComponent(name)}`;
+// The position of the last message shown: sent back on reconnecting, to get exactly what was missed.
+let position = null;
+const members = new Map();  // client id -> name: who is in the room
 const status = document.getElementById("status");
 const log = document.getElementById("log");
 const input = document.getElementById("text");
@@ -131,6 +168,37 @@ function show(message) {
   log.scrollTop = log.scrollHeight;
 }
 
+function showMembers() {
+  const names = [...members.values()].sort();
+  document.getElementById("who").textContent = `In the room (${names.length}): ${names.join(", ")}`;
+}
+
+// One message from the server: a room message in its envelope, where this page stands in the room's
+// history, who is in the room, someone joining or leaving, or a word to this page only.
+function receive(message) {
+  if ("data" in message) {  // {"room", "offset", "epoch", "data"}
+    position = {offset: message.offset, epoch: message.epoch};
+    show(message.data);
+  } else if ("recovered" in message) {  // the first one: {"room", "offset", "epoch", "recovered"}
+    if (position && !message.recovered) {  // too long away: the room's latest messages follow
+      log.replaceChildren();
+      show({from: "server", text: "some messages are gone from the room's history: here are the latest"});
+    }
+    position = message.offset === null ? null : {offset: message.offset, epoch: message.epoch};
+  } else if ("who" in message) {
+    for (const member of message.who) members.set(member.id, member.name);
+    showMembers();
+  } else if ("presence" in message) {  // {"presence": "join" | "leave", "client_id", "info"}
+    const who = message.info ? message.info.name : "someone";
+    if (message.presence === "join") members.set(message.client_id, who);
+    else members.delete(message.client_id);
+    showMembers();
+    show({from: "server", text: message.presence === "join" ? `${who} joined ${message.room}` : `${who} left`});
+  } else {
+    show(message);
+  }
+}
+
 function why(event) {
   const words = CLOSE_CODES[event.code] || "closed";
   return `${event.reason && event.reason !== words ? `${words}: ${event.reason}` : words} (${event.code})`;
@@ -138,13 +206,15 @@ function why(event) {
 
 function connect() {
   setStatus("connecting", attempt ? "reconnecting…" : "connecting…");
-  ws = new WebSocket(url);
+  const at = position ? `&offset=${position.offset}&epoch=${encodeURIComponent(position.epoch)}` : "";
+  members.clear();  // the server sends the list again
+  ws = new WebSocket(base + at);
   ws.onopen = () => {
     attempt = 0;
     setStatus("open", `connected as ${name}; extensions: ${ws.extensions || "none"}`);
     if (note.dataset.kind === "offline") note.textContent = "";
   };
-  ws.onmessage = (event) => show(JSON.parse(event.data));
+  ws.onmessage = (event) => receive(JSON.parse(event.data));
   ws.onclose = (event) => {
     if (attempt === 0) show({from: "server", text: `disconnected: ${why(event)}`});  // once an outage
     if (FINAL.has(event.code)) {

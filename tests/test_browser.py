@@ -1,6 +1,8 @@
 """A real browser: headless Chromium (Debian's ``chromium``, driven by playwright) opens the chat
 example's page in two tabs that talk to each other, and saves a screenshot; the page reconnects by
-itself after the server restarts, with the text being typed still there; room names with ``/``.
+itself after the server restarts, with the text being typed still there; room names with ``/``; with
+two processes sharing rooms through Redis, a page recovers what it missed, a reloaded one shows the
+room's history, and the pages list who is in the room.
 
 ``.ci/run`` installs Debian's chromium; playwright only drives it (never ``playwright install``).
 """
@@ -81,10 +83,11 @@ def test_two_browser_tabs_chat_through_the_example() -> None:
 
 
 @contextmanager
-def chat_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
+def chat_server(port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     """``examples/chat.py`` on ``port``, once it listens; stopped with SIGINT (exit status 0)."""
     server = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "chat.py"), "--port", str(port)], stdout=subprocess.PIPE
+        [sys.executable, str(ROOT / "examples" / "chat.py"), "--port", str(port), *args],
+        stdout=subprocess.PIPE,
     )
     try:
         assert server.stdout is not None
@@ -155,6 +158,75 @@ def test_the_chat_page_takes_room_names_with_a_slash_and_says_a_message_is_too_l
         assert alice.input_value("#text") == too_long  # not sent, not cut, not lost
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         alice.screenshot(path=str(ARTIFACTS / "chat-room-with-a-slash.png"))
+        browser.close()
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server of the test's own (no persistence) on a free port: its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        while b"Ready to accept connections" not in (line := process.stdout.readline()):
+            assert line, "redis-server exited"
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_the_chat_page_lists_members_recovers_what_it_missed_and_shows_the_history_on_reload() -> None:
+    """Two chat processes sharing rooms through Redis: a page whose process restarts reconnects with
+    the position of the last message it showed and gets exactly what was said meanwhile on the other
+    process; a reloaded page shows the room's latest messages; the pages list who is in the room."""
+    a, b = free_port(), free_port()
+    with redis_server() as redis, chat_server(b, "--redis", redis), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(viewport={"width": 800, "height": 600})
+        alice, bob = context.new_page(), context.new_page()
+        with chat_server(a, "--redis", redis) as server:
+            alice.goto(f"http://127.0.0.1:{a}/?room=garden&name=alice")
+            expect(alice.locator("#status")).to_have_attribute("data-state", "open")
+            bob.goto(f"http://127.0.0.1:{b}/?room=garden&name=bob")
+            expect(bob.locator("#status")).to_have_attribute("data-state", "open")
+            for page in (alice, bob):  # across the two processes
+                expect(page.locator("#who")).to_have_text("In the room (2): alice, bob")
+            say(alice, "said before the restart")
+            expect(bob.locator("#log")).to_contain_text("alice: said before the restart")
+            server.send_signal(signal.SIGINT)
+            expect(alice.locator("#status")).to_have_attribute("data-state", "reconnecting")
+            expect(bob.locator("#log")).to_contain_text("alice left")
+            expect(bob.locator("#who")).to_have_text("In the room (1): bob")
+            assert server.wait(timeout=15) == 0
+        say(bob, "missed one")
+        say(bob, "missed two")
+        expect(bob.locator("#log")).to_contain_text("bob: missed two")
+        with chat_server(a, "--redis", redis):  # alice's process is back, on the same port
+            expect(alice.locator("#status")).to_have_attribute("data-state", "open", timeout=30_000)
+            for text in ("alice: said before the restart", "bob: missed one", "bob: missed two"):
+                expect(alice.locator("#log p", has_text=text)).to_have_count(1)  # once: no gap, no repeat
+            expect(alice.locator("#who")).to_have_text("In the room (2): alice, bob")
+            say(bob, "live again")
+            expect(alice.locator("#log p", has_text="bob: live again")).to_have_count(1)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            alice.screenshot(path=str(ARTIFACTS / "chat-recovered.png"))
+            alice.reload()  # a new page: the room's latest messages
+            expect(alice.locator("#status")).to_have_attribute("data-state", "open")
+            log = alice.locator("#log p")
+            expect(log.filter(has_text="bob: live again")).to_have_count(1)
+            texts = [text for text in log.all_inner_texts() if ": " in text]
+            assert texts == [
+                "alice: said before the restart",
+                "bob: missed one",
+                "bob: missed two",
+                "bob: live again",
+            ], texts
         browser.close()
 
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -151,64 +152,144 @@ async def example(name: str, *args: str) -> AsyncIterator[int]:
             await proc.stdout.aclose()
 
 
+class Chat:
+    """One chat client: the room's messages (out of their envelopes) apart from the rest."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.first: dict[str, Any] | None = None  # where it stands: {"offset", "epoch", "recovered"}
+        self.who: list[str] | None = None
+        self.presence: list[tuple[str, str]] = []  # ("join" | "leave", name)
+        self.other: list[dict[str, Any]] = []  # words to this client only
+        self.last: tuple[int, str] | None = None  # the position of the last room message
+        self.passed: list[dict[str, Any]] = []  # room messages read past by until()
+
+    async def next(self) -> dict[str, Any]:
+        """The next room message (``{"from", "text"}``), taking note of everything before it."""
+        while True:
+            message = await self.ws.receive_json()
+            if "data" in message:
+                self.last = (message["offset"], message["epoch"])
+                return dict(message["data"])
+            if "recovered" in message:
+                self.first = message
+            elif "who" in message:
+                self.who = sorted(member["name"] for member in message["who"])
+            elif "presence" in message:
+                self.presence.append((message["presence"], message["info"]["name"]))
+            else:
+                self.other.append(message)
+
+    async def until(self, check: Any) -> None:
+        """Read until ``check()`` is true, room messages included (kept in ``passed``)."""
+        while not check():
+            message = await self.ws.receive_json()
+            if "data" in message:
+                self.passed.append(message["data"])
+            elif "recovered" in message:
+                self.first = message
+            elif "who" in message:
+                self.who = sorted(member["name"] for member in message["who"])
+            elif "presence" in message:
+                self.presence.append((message["presence"], message["info"]["name"]))
+            else:
+                self.other.append(message)
+
+
 async def test_chat_example_rooms_and_page() -> None:
     async with example("chat.py") as port:
         page = await http_get(port, "/")
         assert page.startswith(b"HTTP/1.1 200 OK")
         assert b"new WebSocket(" in page
         async with (
-            open_websocket("127.0.0.1", port, "/ws/a?name=ann") as ann,
-            open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob,
-            open_websocket("127.0.0.1", port, "/ws/b?name=cy") as cy,
+            open_websocket("127.0.0.1", port, "/ws/a?name=ann") as ann_ws,
+            open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob_ws,
+            open_websocket("127.0.0.1", port, "/ws/b?name=cy") as cy_ws,
         ):
-            assert await ann.receive_json() == {"from": "server", "text": "ann joined a"}
-            assert await ann.receive_json() == {"from": "server", "text": "bob joined a"}
-            assert await bob.receive_json() == {"from": "server", "text": "bob joined a"}
-            assert await cy.receive_json() == {"from": "server", "text": "cy joined b"}
-            await ann.send_text("hello room a")
-            assert await bob.receive_json() == {"from": "ann", "text": "hello room a"}
-            assert await ann.receive_json() == {"from": "ann", "text": "hello room a"}
-            await cy.send_text("only b")
-            assert await cy.receive_json() == {"from": "cy", "text": "only b"}
-            await bob.send_text("second")
-            assert await ann.receive_json() == {"from": "bob", "text": "second"}  # nothing from room b
-            assert ann.extensions  # compression negotiated
+            ann, bob, cy = Chat(ann_ws), Chat(bob_ws), Chat(cy_ws)
+            await ann.until(lambda: ("join", "bob") in ann.presence)
+            await bob.until(lambda: bob.who is not None and bob.first is not None)
+            assert bob.who == ["ann", "bob"]  # who is in the room, as the page lists them
+            assert bob.first is not None and (bob.first["offset"], bob.first["recovered"]) == (0, False)
+            await ann.ws.send_text("hello room a")
+            assert await bob.next() == {"from": "ann", "text": "hello room a"}
+            assert await ann.next() == {"from": "ann", "text": "hello room a"}
+            assert ann.last is not None and ann.last[0] == 1  # its offset in the room's history
+            await cy.ws.send_text("only b")
+            assert await cy.next() == {"from": "cy", "text": "only b"}
+            await bob.ws.send_text("second")
+            assert await ann.next() == {"from": "bob", "text": "second"}  # nothing from room b
+            assert ann.ws.extensions  # compression negotiated
+        assert ("leave", "bob") not in ann.presence  # (it left with ann, after the block)
+
+
+async def test_chat_example_shows_a_new_page_the_history_and_a_reconnecting_one_what_it_missed() -> None:
+    async with example("chat.py") as port:
+        async with open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob_ws:
+            bob = Chat(bob_ws)
+            async with open_websocket("127.0.0.1", port, "/ws/a?name=ann") as ann_ws:
+                ann = Chat(ann_ws)
+                for text in ("one", "two"):
+                    await bob.ws.send_text(text)
+                    assert (await ann.next())["text"] == text
+                assert ann.last is not None
+                offset, epoch = ann.last
+            await bob.until(lambda: ("leave", "ann") in bob.presence)
+            for text in ("three", "four", "five"):  # while ann is away
+                await bob.ws.send_text(text)
+            position = f"&offset={offset}&epoch={urllib.parse.quote(epoch)}"
+            async with open_websocket("127.0.0.1", port, f"/ws/a?name=ann{position}") as ann_ws:
+                ann = Chat(ann_ws)
+                assert [(await ann.next())["text"] for _ in range(3)] == ["three", "four", "five"]
+                assert ann.first is not None and ann.first["recovered"] is True
+                await bob.ws.send_text("live")
+                assert (await ann.next())["text"] == "live"  # straight after: nothing twice
+            async with open_websocket("127.0.0.1", port, "/ws/a?name=dan") as dan_ws:  # a new page
+                dan = Chat(dan_ws)
+                texts = [(await dan.next())["text"] for _ in range(6)]
+                assert texts == ["one", "two", "three", "four", "five", "live"]
+                assert dan.first is not None and dan.first["recovered"] is False
 
 
 async def test_chat_example_refuses_a_message_too_long_with_a_word_to_its_sender() -> None:
     async with (
         example("chat.py") as port,
-        open_websocket("127.0.0.1", port, "/ws/a?name=ann") as ann,
-        open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob,
+        open_websocket("127.0.0.1", port, "/ws/a?name=ann") as ann_ws,
+        open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob_ws,
     ):
-        assert (await ann.receive_json())["text"] == "ann joined a"
-        assert (await ann.receive_json())["text"] == "bob joined a"
-        assert (await bob.receive_json())["text"] == "bob joined a"
-        await ann.send_text("é" * 2001)
-        refusal = await ann.receive_json()
+        ann, bob = Chat(ann_ws), Chat(bob_ws)
+        await ann.until(lambda: ("join", "bob") in ann.presence)
+        await ann.ws.send_text("é" * 2001)
+        await ann.until(lambda: bool(ann.other))
+        refusal = ann.other[0]
         assert refusal["from"] == "server"
         assert refusal["error"] == "too_long"
         assert "2,001 characters" in refusal["text"]
         assert "2,000" in refusal["text"]
-        await ann.send_text("é" * 2000)  # at the limit: whole, not cut
-        assert await bob.receive_json() == {"from": "ann", "text": "é" * 2000}  # nothing before it
-        assert await ann.receive_json() == {"from": "ann", "text": "é" * 2000}
+        await ann.ws.send_text("é" * 2000)  # at the limit: whole, not cut
+        assert await bob.next() == {"from": "ann", "text": "é" * 2000}  # nothing before it
+        assert await ann.next() == {"from": "ann", "text": "é" * 2000}
+        assert bob.other == []
 
 
 async def test_chat_example_takes_any_room_name() -> None:
     async with (
         example("chat.py") as port,
-        open_websocket("127.0.0.1", port, "/ws/a%2Fb?name=ann") as ann,
-        open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob,
-        open_websocket("127.0.0.1", port, "/ws/caf%C3%A9%20%3F%23%25?name=cy") as cy,
+        open_websocket("127.0.0.1", port, "/ws/a%2Fb?name=ann") as ann_ws,
+        open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob_ws,
+        open_websocket("127.0.0.1", port, "/ws/caf%C3%A9%20%3F%23%25?name=cy") as cy_ws,
     ):
-        assert await ann.receive_json() == {"from": "server", "text": "ann joined a/b"}
-        assert await bob.receive_json() == {"from": "server", "text": "bob joined a"}
-        assert await cy.receive_json() == {"from": "server", "text": "cy joined café ?#%"}
-        await bob.send_text("in a")
-        assert await bob.receive_json() == {"from": "bob", "text": "in a"}
-        await ann.send_text("in a/b")
-        assert await ann.receive_json() == {"from": "ann", "text": "in a/b"}  # nothing from room a
+        rooms = []
+        for ws in (ann_ws, bob_ws, cy_ws):
+            while "presence" not in (message := await ws.receive_json()):
+                pass
+            rooms.append(message["room"])
+        assert rooms == ["a/b", "a", "café ?#%"]
+        ann, bob = Chat(ann_ws), Chat(bob_ws)
+        await bob.ws.send_text("in a")
+        assert await bob.next() == {"from": "bob", "text": "in a"}
+        await ann.ws.send_text("in a/b")
+        assert await ann.next() == {"from": "ann", "text": "in a/b"}  # nothing from room a
 
 
 async def test_chat_example_serves_its_icon() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import coredis
+import pytest
 import trio
 from helpers import free_port
 from redis_server import Redis
@@ -71,6 +72,23 @@ async def test_a_room_keeps_its_keys_under_one_hash_tag_and_a_plain_room_none(re
         assert await client.xlen("{trio_ws:kept}:history") == 3  # trimmed to history_size
         assert await client.ttl("{trio_ws:kept}:history") == -1  # no history_ttl: kept until trimmed
         assert await redis.calls("evalsha") - scripts == 4  # one script per publication
+
+
+async def test_a_backend_set_after_the_hub_was_made_keeps_the_history_in_redis(redis: Redis) -> None:
+    hub = Hub(history_size=10)  # made at module level, the backend chosen by a command-line option
+    hub.backend = RedisBackend(redis.url)
+    async with hub:
+        assert hub.backend is not None
+        with trio.fail_after(10):
+            await hub.backend.ready.wait()
+        position = await hub.publish("r", "kept")
+        assert position is not None and position.offset == 1
+        assert hub.stats.publish_errors == 0
+        assert (await redis.cli("XLEN", "{trio_ws:r}:history")).strip() == "1"
+        with pytest.raises(RuntimeError, match="in use"):
+            hub.backend = None
+    with pytest.raises(TypeError, match="no history"):  # a backend that cannot keep the history
+        Hub(history_size=10).backend = object()  # type: ignore[assignment]
 
 
 async def test_a_history_expired_by_its_ttl_is_not_recovered(redis: Redis) -> None:

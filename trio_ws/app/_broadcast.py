@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, final
+from typing import Any, final
 
 import trio
 
@@ -24,38 +24,12 @@ from ..connection import WebSocket, WebSocketDisconnect
 from ..protocol import CloseCode, PreparedMessage
 from ._history import StreamPosition, Subscription, positions_by_room
 from ._history_hub import HubHistory
-from ._hub_policy import HubStats, Overflow, RoomPolicy
+from ._hub_policy import BroadcastBackend, HubStats, Overflow, RoomPolicy
 from ._presence import Member, PresenceTracker
 
 __all__ = ["BroadcastBackend", "Hub", "HubStats", "Overflow"]
 
 logger = logging.getLogger("trio_ws.broadcast")
-
-
-class BroadcastBackend(Protocol):
-    """Carries messages between hubs in several processes: ``run`` listens for the hub's life
-    (calling ``task_status.started()`` once it is under way) and hands each message to
-    ``hub.deliver_local(room, message, remote=True)``; ``publish`` sends one to every hub, this one
-    included. The hub calls ``subscribe`` when rooms get their first local member and
-    ``unsubscribe`` when they lose their last one. NATS, Valkey and the like fit the same methods."""
-
-    async def run(self, hub: Hub, task_status: trio.TaskStatus[None] = ...) -> None:
-        """Listen until cancelled, surviving the loss of the server (reconnect, resubscribe)."""
-        ...
-
-    async def publish(self, room: str, message: PreparedMessage) -> None:
-        """Send ``message`` to ``room`` in every process; raise if it cannot be sent
-        (``TimeoutError`` if it may still be delivered)."""
-        ...
-
-    async def subscribe(self, rooms: Collection[str]) -> None:
-        """Receive ``rooms``' messages from now on: return once a message published after the
-        return reaches this hub (or after a timeout of the backend's, if the server is away)."""
-        ...
-
-    def unsubscribe(self, rooms: Collection[str]) -> None:
-        """``rooms`` have no member here any more: stop receiving them (may be done later)."""
-        ...
 
 
 class _Subscriber:
@@ -111,18 +85,31 @@ class Hub:
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
-        self.backend = backend
         self.stats = HubStats()
-        self._history = HubHistory(backend, self.deliver_local)
         self._default = RoomPolicy(
             queue_size, Overflow(overflow), close_code, history_size, history_ttl, envelope
         )
-        self._history.check(self._default)
         self._policies: dict[str, RoomPolicy] = {}
         self._rooms: dict[str, set[_Subscriber]] = {}
         self._subscribers: dict[WebSocket, _Subscriber] = {}
         self._presence = PresenceTracker(self, join_leave)
         self._running = False
+        self.backend = backend
+
+    @property
+    def backend(self) -> BroadcastBackend | None:
+        """Where messages go between processes (``None``: in memory). It may be set until the hub is
+        in use (``RuntimeError`` after); the rooms' history settings are checked against it."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: BroadcastBackend | None) -> None:
+        if self._running or self._rooms:
+            raise RuntimeError("the backend of a hub in use cannot change")
+        history = HubHistory(backend, self.deliver_local)
+        for policy in (self._default, *self._policies.values()):
+            history.check(policy)
+        self._backend, self._history = backend, history
 
     # ------------------------------------------------------------ lifetime
 

@@ -1,14 +1,19 @@
 """The values of a hub: what happens when a member's queue is full (:class:`Overflow`), its
-counters (:class:`HubStats`), and a room's policy."""
+counters (:class:`HubStats`), a room's policy; and what a hub asks of its backend
+(:class:`BroadcastBackend`)."""
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+from collections.abc import Collection
+from typing import Any, Protocol
 
 import attrs
+import trio
 
-__all__ = ["HubStats", "Overflow", "RoomPolicy"]
+from ..protocol import PreparedMessage
+
+__all__ = ["BroadcastBackend", "HubStats", "Overflow", "RoomPolicy"]
 
 
 class Overflow(enum.Enum):
@@ -52,3 +57,29 @@ class RoomPolicy:
         if changes.get("overflow") is not None:
             changes["overflow"] = Overflow(changes["overflow"])
         return attrs.evolve(self, **{name: value for name, value in changes.items() if value is not None})
+
+
+class BroadcastBackend(Protocol):
+    """Carries messages between hubs in several processes: ``run`` listens for the hub's life
+    (calling ``task_status.started()`` once it is under way) and hands each message to
+    ``hub.deliver_local(room, message, remote=True)``; ``publish`` sends one to every hub, this one
+    included. The hub calls ``subscribe`` when rooms get their first local member and
+    ``unsubscribe`` when they lose their last one. NATS, Valkey and the like fit the same methods."""
+
+    async def run(self, hub: Any, task_status: trio.TaskStatus[None] = ...) -> None:
+        """Listen until cancelled, surviving the loss of the server (reconnect, resubscribe)."""
+        ...
+
+    async def publish(self, room: str, message: PreparedMessage) -> None:
+        """Send ``message`` to ``room`` in every process; raise if it cannot be sent
+        (``TimeoutError`` if it may still be delivered)."""
+        ...
+
+    async def subscribe(self, rooms: Collection[str]) -> None:
+        """Receive ``rooms``' messages from now on: return once a message published after the
+        return reaches this hub (or after a timeout of the backend's, if the server is away)."""
+        ...
+
+    def unsubscribe(self, rooms: Collection[str]) -> None:
+        """``rooms`` have no member here any more: stop receiving them (may be done later)."""
+        ...
