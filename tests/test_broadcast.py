@@ -246,3 +246,30 @@ async def test_subscribing_before_accept_is_a_clear_error_and_registers_nothing(
         assert await client.receive_text(timeout=5) == "in"
     assert "not open" in str(errors[0])
     assert hub.rooms == {}
+
+
+class _Unreachable:
+    """A backend whose publications time out, with nothing to say."""
+
+    async def run(self, hub: Hub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def publish(self, room: str, message: object) -> None:
+        await trio.lowlevel.checkpoint()
+        raise TimeoutError
+
+    async def subscribe(self, rooms: object) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def unsubscribe(self, rooms: object) -> None:
+        pass
+
+
+async def test_a_failed_publication_is_counted_and_logged_with_what_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with Hub(_Unreachable()) as hub:  # type: ignore[arg-type]
+        assert await hub.publish("r", "x") is None
+    assert (hub.stats.publish_errors, hub.stats.publish_timeouts) == (1, 1)
+    assert [r.getMessage() for r in caplog.records] == ["publish to 'r' failed: TimeoutError"]

@@ -300,7 +300,7 @@ class Hub:
             self.stats.publish_errors += 1
             if isinstance(exc, TimeoutError):  # it may still be delivered
                 self.stats.publish_timeouts += 1
-            logger.warning("publish to %r failed: %s", room, exc)
+            logger.warning("publish to %r failed: %s", room, str(exc) or type(exc).__name__)
         return None
 
     def deliver_local(
