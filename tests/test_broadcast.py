@@ -269,7 +269,7 @@ class _Unreachable:
 async def test_a_failed_publication_is_counted_and_logged_with_what_failed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with Hub(_Unreachable()) as hub:  # type: ignore[arg-type]
+    async with Hub(_Unreachable()) as hub:
         assert await hub.publish("r", "x") is None
     assert (hub.stats.publish_errors, hub.stats.publish_timeouts) == (1, 1)
     assert [r.getMessage() for r in caplog.records] == ["publish to 'r' failed: TimeoutError"]
