@@ -16,7 +16,10 @@ import trio
 
 from ._request import Request
 
-__all__ = ["ScopeView", "State", "socket_addresses"]
+__all__ = ["ASGI_VERSION", "ScopeView", "State", "scope_address", "socket_addresses", "websocket_scope"]
+
+#: The ``asgi`` key of the scopes: ASGI 3.0, the WebSocket part of the spec at 2.4.
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
 
 @final
@@ -60,13 +63,37 @@ def socket_addresses(stream: trio.abc.Stream) -> tuple[Any, Any] | None:
         return None
 
 
-def _host_port(address: Any) -> tuple[Any, Any] | None:
+def scope_address(address: Any) -> tuple[Any, Any] | None:
     """An address as an ASGI scope gives it: ``(host, port)``, ``(path, None)`` for a Unix socket."""
     if address is None:
         return None
     if isinstance(address, tuple):
         return (address[0], address[1])
     return (address, None)
+
+
+def websocket_scope(request: Request, local_address: Any, root_path: str = "") -> dict[str, Any]:
+    """``request`` as an ASGI websocket scope (a new, mutable dict): ``type``, ``asgi``,
+    ``http_version``, ``scheme`` (``ws``/``wss``, as a trusted proxy forwarded it), ``path``
+    (percent-decoded) and ``raw_path`` (as sent), both behind ``root_path`` (the prefix the
+    application is mounted at, as uvicorn gives them), ``query_string``, ``root_path``, ``headers``
+    (byte pairs, names lower-cased, in order), ``client``, ``server`` (``local_address``, a socket
+    address, as ``(host, port)``) and ``subprotocols`` (offered)."""
+    raw_path, _, query = request.target.partition("#")[0].partition("?")
+    return {
+        "type": "websocket",
+        "asgi": dict(ASGI_VERSION),
+        "http_version": request.http_version,
+        "scheme": request.scheme,
+        "path": root_path + request.path,
+        "raw_path": (root_path + raw_path).encode("latin-1"),
+        "root_path": root_path,
+        "query_string": query.encode("latin-1"),
+        "headers": [(name.lower(), value) for name, value in request.headers.raw],
+        "client": request.client,
+        "server": scope_address(local_address),
+        "subprotocols": list(request.subprotocols),
+    }
 
 
 class ScopeView:
@@ -126,21 +153,6 @@ class ScopeView:
         request = self.request
         if request is None:
             raise RuntimeError("this WebSocket has no request")
-        raw_path, _, query = request.target.partition("#")[0].partition("?")
-        return MappingProxyType(
-            {
-                "type": "websocket",
-                "asgi": {"version": "3.0"},
-                "http_version": request.http_version,
-                "scheme": request.scheme,
-                "path": request.path,
-                "raw_path": raw_path.encode("latin-1"),
-                "root_path": "",
-                "query_string": query.encode("latin-1"),
-                "headers": [(name.lower(), value) for name, value in request.headers.raw],
-                "client": request.client,
-                "server": _host_port(self.local_address),
-                "subprotocols": list(request.subprotocols),
-                "path_params": dict(request.path_params),
-            }
-        )
+        scope = websocket_scope(request, self.local_address)
+        scope["path_params"] = dict(request.path_params)
+        return MappingProxyType(scope)
