@@ -10,6 +10,7 @@ import httpx
 import pytest
 import trio
 from cli_process import run_cli, run_cli_once
+from helpers import free_port
 
 from trio_ws import WebSocketDisconnect, open_websocket
 from trio_ws._cli._arguments import ASGI_DEFAULTS
@@ -37,6 +38,25 @@ async def test_serves_pages_and_websockets_and_sigterm_closes_with_1001_then_the
     assert log.index("SIGTERM: shutting down") < log.index("lifespan: shutdown") < log.index("stopped")
     assert "/page 200" in log  # the access line of the page
     assert "/echo 101 close=1001" in log
+
+
+async def test_workers_each_run_the_lifespan_and_share_the_port() -> None:
+    port = free_port()
+    async with run_cli("--asgi", "asgi_app:app", "--port", str(port), "--workers", "2", serving=2) as server:
+        assert server.ports == [port, port]
+        seen = set()
+        async with httpx.AsyncClient() as client:
+            for _ in range(200):  # new connections: the kernel spreads them over the workers
+                response = await client.get(f"http://127.0.0.1:{port}/page", headers={"Connection": "close"})
+                seen.add(response.json()["pid"])  # each worker's own lifespan state
+                if seen == set(server.pids):
+                    break
+        assert seen == set(server.pids)
+        server.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            assert await server.process.wait() == 0
+        log = await server.read_all()
+    assert log.count("lifespan: startup") == log.count("lifespan: shutdown") == 2
 
 
 async def test_a_startup_failure_is_one_line_and_exit_status_3() -> None:

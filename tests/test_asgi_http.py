@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_ws import HTTPResponse, Request, WebSocketServer
+from trio_ws import HandshakeRejected, HTTPResponse, Request, WebSocketServer, open_websocket
 from trio_ws.asgi import Receive, Scope, Send, open_asgi_server
 
 SCOPES: list[Scope] = []
@@ -121,6 +121,35 @@ async def test_the_http_scope() -> None:
     assert scope["state"] == {}
 
 
+async def test_the_websocket_scope() -> None:
+    async with serving(root_path="/api/", trusted_proxies=["127.0.0.1"]) as server:
+        with pytest.raises(HandshakeRejected):  # (the application refuses: 403)
+            async with open_websocket(
+                "127.0.0.1",
+                server.port,
+                "/caf%C3%A9/x?q=1",
+                subprotocols=["one", "two"],
+                headers=[("X-Thing", "A"), ("X-Forwarded-Proto", "https")],
+            ):
+                pass
+    (scope,) = SCOPES
+    assert scope["type"] == "websocket"
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert scope["http_version"] == "1.1"
+    assert scope["scheme"] == "wss"  # (what the trusted proxy says)
+    assert scope["root_path"] == "/api"
+    assert scope["path"] == "/api/café/x"
+    assert scope["raw_path"] == b"/api/caf%C3%A9/x"
+    assert scope["query_string"] == b"q=1"
+    assert (b"x-thing", b"A") in scope["headers"]
+    assert all(name == name.lower() for name, _ in scope["headers"])
+    assert scope["client"][0] == "127.0.0.1"
+    assert scope["server"] == ("127.0.0.1", server.port)
+    assert scope["subprotocols"] == ["one", "two"]
+    assert scope["state"] == {}
+    assert scope["extensions"] == {"websocket.http.response": {}}
+
+
 async def test_keep_alive_and_pipelined_requests_are_answered_in_order() -> None:
     async with serving() as server:
         answer = await exchange(
@@ -143,7 +172,7 @@ async def test_a_chunked_body_and_expect_100_continue() -> None:
         async with stream:
             await stream.send_all(request)
             interim = await stream.receive_some()
-            assert interim == b"HTTP/1.1 100 \r\n\r\n"  # (the body only after it)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # (the body only after it)
             await stream.send_all(b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
             answer = b""
             while chunk := await stream.receive_some():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -252,3 +253,16 @@ async def test_shutdown_closes_websockets_with_1001_before_the_lifespan_shutdown
             assert ws.close_code == 1001
         await seen("shutdown")
     assert EVENTS == ["startup", "disconnect 1001", "shutdown"]
+
+
+async def test_https_and_wss_on_one_port(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async with open_asgi_server(app, "127.0.0.1", 0, ssl_context=server_context) as server:
+        async with httpx.AsyncClient(verify=client_context) as client:
+            page = (await client.get(f"https://localhost:{server.port}/page")).json()
+        async with connect(f"wss://localhost:{server.port}/echo", ssl=client_context) as ws:
+            assert await ws.recv() == "hello /echo"
+            await ws.send("secure")
+            assert await ws.recv() == "secure"
+    assert page["scheme"] == "https"

@@ -14,10 +14,10 @@ import trio
 from ..app import open_websocket_server
 from ..connection import WebSocketOptions
 from ..server import WebSocketServer
-from ._bridge import ASGIWebSocket
+from ._asgi_types import ASGIApp
+from ._bridge import ASGIAppHandler
 from ._h11 import H11Server
 from ._lifespan import LIFESPAN_MODES, LifespanRunner
-from ._types import ASGIApp
 
 __all__ = ["open_asgi_server", "serve_asgi"]
 
@@ -90,7 +90,7 @@ async def open_asgi_server(
     http = H11Server(
         app, root_path=root, state=state, keep_alive_timeout=keep_alive_timeout, max_body_size=max_body_size
     )
-    handler = ASGIWebSocket(app, root, state)
+    handler = ASGIAppHandler(app, root, state)
     runner = None if lifespan == "off" else LifespanRunner(app, lifespan, state)
     error: Exception | None = None
     async with trio.open_nursery() as nursery:

@@ -37,9 +37,9 @@ import trio
 
 from ..connection import WebSocket, WebSocketDisconnect, websocket_scope
 from ..protocol import CloseCode
-from ._types import ASGIApp, ClientDisconnected, Message, logger
+from ._asgi_types import ASGIApp, ClientDisconnected, Message, logger
 
-__all__ = ["ASGIWebSocket", "WebSocketSession"]
+__all__ = ["ASGIAppHandler", "WebSocketEvents"]
 
 # The application's side (what it may send next).
 CONNECTING, RESPONDING, REFUSED, OPEN, CLOSED = range(5)
@@ -55,7 +55,7 @@ def _text_pairs(headers: Any) -> list[tuple[str, str]]:
 
 
 @final
-class WebSocketSession:
+class WebSocketEvents:
     """One connection's ASGI ``receive`` and ``send`` (see the module for the rules)."""
 
     __slots__ = ("app_state", "body", "client_state", "decided", "headers", "status", "ws")
@@ -192,7 +192,7 @@ class WebSocketSession:
 
 
 @final
-class ASGIWebSocket:
+class ASGIAppHandler:
     """The server's handler for an ASGI application: each accepted upgrade request becomes a call
     of ``app`` with its websocket scope (``state``: a shallow copy of the lifespan state)."""
 
@@ -209,7 +209,7 @@ class ASGIWebSocket:
         scope = websocket_scope(request, ws.local_address, self.root_path)
         scope["state"] = self.state.copy()
         scope["extensions"] = {"websocket.http.response": {}}
-        session = WebSocketSession(ws)
+        session = WebSocketEvents(ws)
         try:
             await self.app(scope, session.receive, session.send)
         except ClientDisconnected:

@@ -22,7 +22,7 @@ import trio
 
 from ..connection import receive_some
 from ..protocol import error_response
-from ._types import Message
+from ._asgi_types import Message
 
 __all__ = ["RequestCycle", "as_bytes", "http_date"]
 
@@ -48,7 +48,8 @@ def http_date() -> bytes:
 @final
 class RequestCycle:
     """The ASGI ``receive`` and ``send`` of one request on ``conn`` (an ``h11.Connection`` past the
-    request's head) over ``stream``. ``extra_headers``: the server's own (``Server``); ``close``:
+    request's head) over ``stream``. ``extra_headers``: the server's own (``Server``: names
+    lower-cased), unless the application gave them; ``close``:
     the connection ends after this response (``Connection: close``)."""
 
     __slots__ = (
@@ -121,7 +122,9 @@ class RequestCycle:
     async def _read_body(self) -> Message:
         conn = self.conn
         if conn.they_are_waiting_for_100_continue and not self.head_sent:
-            await self._write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            await self._write(
+                conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+            )
         while True:
             try:
                 event = conn.next_event()
@@ -217,13 +220,15 @@ class RequestCycle:
         status = self.status
         assert status is not None
         headers = self.headers
+        given = {name.lower() for name, _ in headers}
         sized = length is not None and status not in (204, 304) and not (self.head_only and not length)
-        if sized and not any(name.lower() in _LENGTH_HEADERS for name, _ in headers):
+        if sized and not given & _LENGTH_HEADERS:
             headers.append((b"content-length", str(length).encode("ascii")))
-        headers += self.extra_headers
-        if self.close and not any(name.lower() == b"connection" for name, _ in headers):
+        headers += [(name, value) for name, value in self.extra_headers if name not in given]
+        if b"date" not in given:
+            headers.append((b"date", http_date()))
+        if self.close and b"connection" not in given:
             headers.append((b"connection", b"close"))
-        headers.append((b"date", http_date()))
         return h11.Response(status_code=status, headers=headers, reason=_PHRASES.get(status, b""))
 
     def _completed(self) -> None:

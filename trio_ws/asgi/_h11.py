@@ -20,8 +20,8 @@ import trio
 from ..connection import HTTPResponse, Request, receive_some, scope_address, socket_addresses
 from ..protocol import Headers, RequestHead, error_response
 from ..server import HTTPConnection, Upgrade, http_answer
+from ._asgi_types import ASGIApp, logger
 from ._cycle import RequestCycle, as_bytes
-from ._types import ASGIApp, logger
 
 __all__ = ["H11Server"]
 
@@ -107,12 +107,11 @@ class H11Connection:
 
     # ------------------------------------------------------- reading requests
 
-    async def _feed(self, idle: bool) -> bool:
+    async def _feed(self, idle: bool, answer: bool = True) -> bool:
         """Read more of a request (``idle``: none of it came yet) within the keep-alive timeout,
         or the head's; ``False`` when there is nothing more to read (closed, timed out, shutdown):
-        a request begun is then answered, 408 or 503."""
-        now = trio.current_time()
-        deadline = now + self.server.keep_alive_timeout if idle else self.deadline
+        a request begun is then answered (unless not ``answer``), 408 or 503."""
+        deadline = trio.current_time() + self.server.keep_alive_timeout if idle else self.deadline
         data: bytes | bytearray = b""
         with self.connection.waiting() as scope:
             scope.deadline = deadline
@@ -120,15 +119,15 @@ class H11Connection:
                 data = await receive_some(self.connection.stream, 65536)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
-        if scope.cancelled_caught and not idle:
+        if scope.cancelled_caught and not idle and answer:
             if self.connection.accepting:
                 await self._refuse(408, "the request head took too long\n")
             else:
                 await self._refuse(503, "server shutting down\n")
         if not data:
             return False
-        if idle:
-            self.deadline = now + self.connection.options.open_timeout
+        if idle:  # (the head's time runs from its first bytes)
+            self.deadline = trio.current_time() + self.connection.options.open_timeout
         self.conn.receive_data(as_bytes(data))
         return True
 
@@ -181,7 +180,7 @@ class H11Connection:
                     left -= len(event.data)
                     if left < 0:
                         return False
-            elif event is not h11.NEED_DATA or not await self._feed(False):
+            elif event is not h11.NEED_DATA or not await self._feed(False, answer=False):
                 return False
 
     async def _upgrade(self, request: Request) -> Upgrade | None:

@@ -14,7 +14,7 @@ from typing import Any, final
 import trio
 
 from ..connection import ASGI_VERSION
-from ._types import ASGIApp, Message, logger
+from ._asgi_types import ASGIApp, Message, logger
 
 __all__ = ["LIFESPAN_MODES", "LifespanFailed", "LifespanRunner"]
 

@@ -3,7 +3,8 @@ the application's own), ``ws.scope`` (an ASGI-style websocket scope, read-only) 
 addresses of the stream, ``ws.local_address`` and ``ws.remote_address``.
 
 :class:`ScopeView` is a base of :class:`~trio_ws.WebSocket`; it reads only the connection's public
-``stream`` and ``request``.
+``stream`` and ``request``. :func:`websocket_scope` makes the scope as a new dict, for the ASGI
+server too.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The server layer: listeners, the opening handshake up to the handler, the registry of
-connections, graceful shutdown, the access log. It takes a handshake policy object and imports
-nothing of the application layer."""
+connections, graceful shutdown, the access log, and the hook that hands plain HTTP connections to
+an HTTP handler (the ASGI server's). It takes a handshake policy object and imports nothing of the
+application layer."""
 
 from ._handoff import HTTPConnection, HTTPHandler, Upgrade
 from ._observer import ConnectionSummary, ServerObserver
