@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
-from trio_ws import CloseCode, HandshakeRejected, WebSocketDisconnect, open_websocket
+from trio_ws import CloseCode, HandshakeRejected, WebSocketDisconnect, WebSocketOptions, open_websocket
 from trio_ws.asgi import ClientDisconnected, Message, Receive, Scope, Send, open_asgi_server
+from trio_ws.client import connect_websocket, run_client
 
 Scenario = Callable[[Receive, Send], Awaitable[None]]
 
@@ -326,3 +328,33 @@ async def test_send_once_the_client_is_gone_raises_an_oserror() -> None:
     ):
         await ws.close(4000, "bye")
     assert isinstance(raised[0], ClientDisconnected)
+
+
+async def test_an_app_still_running_after_its_connection_closed_is_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    caught: list[str] = []
+
+    async def one(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await send(ACCEPT)
+        try:
+            await trio.sleep_forever()  # (never receives: does not see the 1001)
+        except BaseException as exc:
+            caught.append(type(exc).__name__)
+            raise
+
+    async with (
+        open_asgi_server(one, listeners=[], lifespan="off", close_timeout=5) as server,
+        trio.open_nursery() as nursery,
+    ):
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        nursery.start_soon(server.serve_stream, server_stream)
+        handshake = await connect_websocket(client_stream, "x", "/", WebSocketOptions())
+        async with run_client(handshake) as ws:
+            start = trio.current_time()
+            await server.aclose()
+            assert ws.close_code == CloseCode.GOING_AWAY
+    assert trio.current_time() - start == pytest.approx(5)
+    assert caught == ["Cancelled"]  # (trio's own cancellation, passed through the bridge)

@@ -66,6 +66,7 @@ class RequestCycle:
         "max_body_size",
         "pipelined_limit",
         "received",
+        "receiving",
         "started",
         "status",
         "stream",
@@ -91,6 +92,7 @@ class RequestCycle:
         self.close = close
         self.body_done = False
         self.received = 0
+        self.receiving = False  # (one receive at a time: it reads the stream)
         self.disconnected = False  # the client is gone (or its request was answered by us)
         self.started = False
         self.head_sent = False
@@ -103,12 +105,18 @@ class RequestCycle:
 
     async def receive(self) -> Message:
         """The next ASGI event of the request."""
-        if not (self.body_done or self.disconnected or self.complete):
-            return await self._read_body()
         if self.disconnected or self.complete:
             await trio.lowlevel.checkpoint()
             return {"type": "http.disconnect"}
-        return await self._wait_for_disconnect()
+        if self.receiving:
+            raise RuntimeError("receive() while another receive() of this request is waiting")
+        self.receiving = True
+        try:
+            if not self.body_done:
+                return await self._read_body()
+            return await self._wait_for_disconnect()
+        finally:
+            self.receiving = False
 
     async def _read(self) -> bool:
         """Feed the next bytes from the stream to the parser; ``False`` at the end of the stream."""
@@ -154,8 +162,6 @@ class RequestCycle:
             return {"type": "http.disconnect"}
 
     async def _wait_for_disconnect(self) -> Message:
-        if self.listening is not None:
-            raise RuntimeError("receive() while another receive() of this request is waiting")
         read = 0
         try:
             with trio.CancelScope() as self.listening:  # (cancelled when the response is complete)
