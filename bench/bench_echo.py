@@ -37,13 +37,14 @@ def cpu_seconds(pid: int) -> float:
 BASELINE = "trio_ws-baseline"
 
 
-def start_server(name: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+def start_server(name: str, port: int, *extra: str, module: str = "bench.servers") -> subprocess.Popen[bytes]:
+    """``python -m {module} NAME PORT EXTRA...`` on core 0, once it printed ``READY``."""
     cwd, env = ROOT, None
     if name == BASELINE:  # the same server, from the checkout in TRIO_WS_BASELINE
         cwd = Path(os.environ["TRIO_WS_BASELINE"])
         env = {**os.environ, "PYTHONPATH": str(cwd)}
         name = "trio_ws"
-    command = [sys.executable, "-m", "bench.servers", name, str(port), *extra]
+    command = [sys.executable, "-m", module, name, str(port), *extra]
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", "0", *command]
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE)

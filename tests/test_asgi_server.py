@@ -17,12 +17,13 @@ from starlette.applications import Starlette
 from starlette.endpoints import WebSocketEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.trio.client import connect
 
-from trio_ws import HandshakeRejected, WebSocketServer, open_websocket
-from trio_ws.asgi import open_asgi_server, serve_asgi
+from trio_ws import HandshakeRejected, Router, WebSocketServer, open_websocket
+from trio_ws import WebSocket as TrioWebSocket
+from trio_ws.asgi import as_asgi, open_asgi_server, serve_asgi
 
 #: What the application saw, in order (lifespan, disconnects), for the tests to check.
 EVENTS: list[str] = []
@@ -266,3 +267,24 @@ async def test_https_and_wss_on_one_port(
             await ws.send("secure")
             assert await ws.recv() == "secure"
     assert page["scheme"] == "https"
+
+
+async def test_a_trio_ws_router_mounted_in_starlette_on_serve_asgi() -> None:
+    router = Router()
+
+    @router.websocket("/room/{name}")
+    async def room(ws: TrioWebSocket, name: str) -> None:
+        await ws.accept()
+        assert ws.request is not None
+        await ws.send_text(f"{name} {ws.request.root_path} {ws.request.route_path}")
+        async for text in ws.iter_text():
+            await ws.send_text(text)
+
+    mounted = Starlette(routes=[Route("/page", page), Mount("/ws", app=as_asgi(router))], lifespan=lifespan)
+    async with open_asgi_server(mounted, "127.0.0.1", 0) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/ws/room/lobby") as ws:
+            assert await ws.recv() == "lobby /ws /room/lobby"
+            await ws.send("through both")
+            assert await ws.recv() == "through both"
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"http://127.0.0.1:{server.port}/page")).json()["greeting"] == "hello"

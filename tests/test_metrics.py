@@ -204,6 +204,8 @@ async def test_hub_stats_are_exported_per_hub() -> None:
     assert samples[("trio_ws_hub_dropped_total", (("hub", "chat"), ("overflow", "drop_newest")))] == 2
     assert samples[("trio_ws_hub_dropped_total", (("hub", "chat"), ("overflow", "drop_oldest")))] == 0
     assert samples[("trio_ws_hub_published_total", (("hub", "chat"),))] == 0
+    for name in ("publish_timeouts", "recovered", "not_recovered", "replayed"):  # (of rooms with history)
+        assert samples[(f"trio_ws_hub_{name}_total", (("hub", "chat"),))] == 0
     assert metrics.registry.get_sample_value("trio_ws_hub_delivered_total", {"hub": "chat"}) == 1
 
 

@@ -15,7 +15,9 @@ from ._auth import (
     JWTAuth,
 )
 from ._broadcast import BroadcastBackend, Hub, HubStats, Overflow
+from ._history import HistoryBackend, HistoryPage, Publication, Recovery, StreamPosition, Subscription
 from ._metrics import Metrics
+from ._presence import Member, PresenceBackend, PresenceUnavailable
 from ._redis import RedisBackend
 from ._routing import Route, Router
 from ._run import listen_error, run, server_urls, shutdown_signals
@@ -29,6 +31,8 @@ __all__ = [
     "BearerToken",
     "BroadcastBackend",
     "Guard",
+    "HistoryBackend",
+    "HistoryPage",
     "HTTPBasic",
     "HasPermission",
     "Hub",
@@ -36,13 +40,20 @@ __all__ = [
     "IsAdminUser",
     "IsAuthenticated",
     "JWTAuth",
+    "Member",
     "Metrics",
     "Overflow",
+    "PresenceBackend",
+    "PresenceUnavailable",
+    "Publication",
     "RateLimit",
+    "Recovery",
     "RedisBackend",
     "Route",
     "Router",
     "SecurityPolicy",
+    "StreamPosition",
+    "Subscription",
     "listen_error",
     "open_websocket_server",
     "serve_websocket",

@@ -5,58 +5,31 @@ so a publisher never waits on a stalled peer; when a queue is full, the room's :
 policy drops the oldest or the newest message, or closes that connection. A message is encoded
 once (:class:`~trio_ws.protocol.PreparedMessage`): connections without compression all send the
 same frame bytes. The backend carries messages between processes (:class:`RedisBackend`); without
-one, the hub is in-memory.
+one, the hub is in-memory. A room may keep a history of its messages (``_history*.py``).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import enum
 import json
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, final
 
-import attrs
 import trio
 
 from ..connection import WebSocket, WebSocketDisconnect
 from ..protocol import CloseCode, PreparedMessage
+from ._history import StreamPosition, Subscription, positions_by_room
+from ._history_hub import HubHistory
+from ._hub_policy import HubStats, Overflow, RoomPolicy
+from ._presence import Member, PresenceTracker
 
 __all__ = ["BroadcastBackend", "Hub", "HubStats", "Overflow"]
 
 logger = logging.getLogger("trio_ws.broadcast")
-
-
-class Overflow(enum.Enum):
-    """What happens when a subscriber's outgoing queue is full."""
-
-    DROP_OLDEST = "drop_oldest"  #: the oldest queued message is dropped for the new one
-    DROP_NEWEST = "drop_newest"  #: the new message is dropped
-    CLOSE = "close"  #: the connection is closed (``close_code``, 1013 by default)
-
-
-@attrs.define
-class HubStats:
-    """Counters of a hub, since it was made."""
-
-    published: int = 0  #: messages published here
-    received: int = 0  #: messages of this process's rooms from the backend (our own echo included)
-    delivered: int = 0  #: messages written to a connection
-    dropped_oldest: int = 0  #: messages dropped by ``DROP_OLDEST``
-    dropped_newest: int = 0  #: messages dropped by ``DROP_NEWEST``
-    closed: int = 0  #: connections closed by ``CLOSE``
-    publish_errors: int = 0  #: publications the backend did not take (timed out ones included)
-    publish_timeouts: int = 0  #: of ``publish_errors``, those that timed out: they may still arrive
-
-
-@attrs.frozen
-class _Policy:
-    queue_size: int
-    overflow: Overflow
-    close_code: int
 
 
 class BroadcastBackend(Protocol):
@@ -86,12 +59,14 @@ class BroadcastBackend(Protocol):
 
 
 class _Subscriber:
-    __slots__ = ("closing", "queue", "rooms", "scope", "wakeup", "ws")
+    __slots__ = ("closing", "cutoffs", "queue", "replay", "rooms", "scope", "wakeup", "ws")
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.rooms: set[str] = set()
         self.queue: collections.deque[PreparedMessage] = collections.deque()
+        self.replay: collections.deque[PreparedMessage] = collections.deque()
+        self.cutoffs: dict[str, StreamPosition] = {}
         self.wakeup = trio.Event()
         self.scope = trio.CancelScope()
         self.closing = False
@@ -113,24 +88,40 @@ class Hub:
     enters its block once the backend receives the rooms (a message published after that reaches
     ``ws``). A publication the backend took is delivered at most once; one that failed fast was
     never sent; one that timed out may still be delivered (``stats.publish_timeouts``).
+
+    ``history_size`` (``0``: none), ``history_ttl`` (``0``: no limit) and ``envelope`` are the rooms'
+    default history (guide: "History and recovery"), kept in memory or by a :class:`HistoryBackend`
+    (another backend: ``TypeError``).
+
+    :meth:`presence` lists a room's members in every process; with ``join_leave`` (the default of
+    :meth:`configure_room`'s), members are told when someone joins or leaves (docs: Presence).
     """
 
     def __init__(
         self,
         backend: BroadcastBackend | None = None,
         *,
+        join_leave: bool = False,
         queue_size: int = 64,
         overflow: Overflow | str = Overflow.DROP_OLDEST,
         close_code: int = CloseCode.TRY_AGAIN_LATER,
+        history_size: int = 0,
+        history_ttl: float = 0,
+        envelope: bool = False,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self.backend = backend
         self.stats = HubStats()
-        self._default = _Policy(queue_size, Overflow(overflow), close_code)
-        self._policies: dict[str, _Policy] = {}
+        self._history = HubHistory(backend, self.deliver_local)
+        self._default = RoomPolicy(
+            queue_size, Overflow(overflow), close_code, history_size, history_ttl, envelope
+        )
+        self._history.check(self._default)
+        self._policies: dict[str, RoomPolicy] = {}
         self._rooms: dict[str, set[_Subscriber]] = {}
         self._subscribers: dict[WebSocket, _Subscriber] = {}
+        self._presence = PresenceTracker(self, join_leave)
         self._running = False
 
     # ------------------------------------------------------------ lifetime
@@ -152,8 +143,10 @@ class Hub:
         async with trio.open_nursery() as nursery:
             self._running = True
             await nursery.start(self.backend.run, self)
+            nursery.start_soon(self._presence.run)
             try:
                 yield
+                await self._presence.settle()  # the leaves so far are written (not when cancelled)
             finally:
                 self._running = False
                 nursery.cancel_scope.cancel()
@@ -162,6 +155,7 @@ class Hub:
         if self.backend is not None and not self._running:
             self._running = True
             trio.lowlevel.spawn_system_task(self.backend.run, self)
+            trio.lowlevel.spawn_system_task(self._presence.run)
 
     # ------------------------------------------------------------ membership
 
@@ -169,20 +163,46 @@ class Hub:
         self,
         room: str,
         *,
+        join_leave: bool | None = None,
         queue_size: int | None = None,
         overflow: Overflow | str | None = None,
         close_code: int | None = None,
+        history_size: int | None = None,
+        history_ttl: float | None = None,
+        envelope: bool | None = None,
     ) -> None:
-        """Set the overflow policy of ``room`` (unset parts keep the hub's defaults)."""
-        self._policies[room] = _Policy(
-            self._default.queue_size if queue_size is None else queue_size,
-            self._default.overflow if overflow is None else Overflow(overflow),
-            self._default.close_code if close_code is None else close_code,
+        """Set the overflow policy and the history of ``room`` (unset parts keep the hub's
+        defaults), alike in every process. Raises ``ValueError`` for settings that make no sense."""
+        self._presence.configure(room, join_leave)
+        policy = self._default.changed(
+            queue_size=queue_size,
+            overflow=overflow,
+            close_code=close_code,
+            history_size=history_size,
+            history_ttl=history_ttl,
+            envelope=envelope,
         )
+        self._history.check(policy)
+        self._policies[room] = policy
 
     @asynccontextmanager
-    async def subscribe(self, ws: WebSocket, *rooms: str) -> AsyncIterator[None]:
-        """Be in ``rooms`` for the block (the connection must be accepted)."""
+    async def subscribe(
+        self,
+        ws: WebSocket,
+        *rooms: str,
+        info: Any = None,
+        since: StreamPosition | Mapping[str, StreamPosition] | None = None,
+        recent: int = 0,
+    ) -> AsyncIterator[Subscription]:
+        """Be in ``rooms`` for the block (the connection must be accepted), with ``info`` (any JSON
+        value, else ``TypeError``) in the room's :meth:`presence`; the block gets a
+        :class:`Subscription`. In a room with history, ``since`` (the position the member last saw,
+        ``{room: position}`` for several rooms) first sends every message after it, none twice, none
+        missing, or says ``recovered=False``; ``recent`` the latest ``recent`` messages otherwise.
+        ``ValueError`` (or ``TypeError``) for a ``since`` that does not fit ``rooms``."""
+        positions = positions_by_room(rooms, since)
+        if recent < 0:
+            raise ValueError("recent must be >= 0")
         self._ensure_running()
         subscriber = self._subscribers.get(ws)
         if subscriber is None:
@@ -193,19 +213,33 @@ class Hub:
         for room in added:
             subscriber.rooms.add(room)
             self._rooms.setdefault(room, set()).add(subscriber)
+        with_history = [room for room in added if self._policy(room).history_size]
+        for room in with_history:  # live messages are held until the history is read
+            self._history.hold(subscriber, room)
         try:
             if self.backend is not None:  # a message published once this returns reaches ws
                 await self.backend.subscribe(added)
             else:
                 await trio.lowlevel.checkpoint()
-            yield
+            subscription = await self._history.join_all(
+                subscriber, with_history, positions, recent, self._policy, self._enqueue, self.stats
+            )
+            await self._presence.joined(ws, added, info)  # entries written, join notices sent
+            yield subscription
         finally:
+            for room in with_history:
+                self._history.release(subscriber, room)
             self._leave(subscriber, added)
 
+    def _policy(self, room: str) -> RoomPolicy:
+        return self._policies.get(room, self._default)
+
     def _leave(self, subscriber: _Subscriber, rooms: list[str] | set[str]) -> None:
+        self._presence.left(subscriber.ws, rooms)
         emptied = []
         for room in list(rooms):
             subscriber.rooms.discard(room)
+            subscriber.cutoffs.pop(room, None)
             members = self._rooms.get(room)
             if members is not None:
                 members.discard(subscriber)
@@ -231,37 +265,83 @@ class Hub:
         """Every room with members in this process, and how many."""
         return {room: len(members) for room, members in self._rooms.items()}
 
+    async def presence(self, room: str) -> list[Member]:
+        """The members of ``room`` in every process, oldest first; :class:`PresenceUnavailable`
+        if the backend cannot tell now (within its timeout)."""
+        self._ensure_running()
+        return await self._presence.members(room)
+
+    async def presence_count(self, room: str) -> int:
+        """How many members :meth:`presence` would list (cheaper: no entry is read)."""
+        self._ensure_running()
+        return await self._presence.count(room)
+
+    def client_id(self, ws: WebSocket) -> str | None:
+        """The :attr:`Member.client_id` of ``ws`` while it is in a room here, else ``None``."""
+        return self._presence.client_id(ws)
+
     # ------------------------------------------------------------ publishing
 
-    async def publish(self, room: str, data: Any) -> None:
+    async def publish(self, room: str, data: Any, *, history: bool = True) -> StreamPosition | None:
         """Send ``data`` to every member of ``room``: ``str`` as text, ``bytes`` as binary, anything
-        else as JSON text. Never waits for a member; with a backend, waits for the backend only."""
+        else as JSON text. Never waits for a member; with a backend, waits for the backend only.
+        Returns the publication's position in a room with history (``None`` otherwise, or if the
+        backend did not take it: never raised, counted in ``stats.publish_errors``). With
+        ``history=False`` it is sent live only, as in a room without history: not kept, no offset,
+        no envelope (for what is of the moment: presence notices, "typing…")."""
+        is_json = False
         if isinstance(data, (str, bytes, bytearray, memoryview)):
             message = PreparedMessage(data if isinstance(data, str) else bytes(data))
         else:
+            is_json = True
             message = PreparedMessage(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
         self.stats.published += 1
+        policy = self._policies.get(room, self._default)
+        keep = history and policy.history_size
         if self.backend is None:
             await trio.lowlevel.checkpoint()
+            if keep:  # kept and delivered in one step: in offset order
+                return self._history.append_local(room, message, is_json, policy)
             self.deliver_local(room, message)
-            return
+            return None
         self._ensure_running()
         try:
+            if keep:
+                return await self._history.append(room, message, is_json, policy)
             await self.backend.publish(room, message)
         except Exception as exc:  # counted, never raised into the handler
             self.stats.publish_errors += 1
             if isinstance(exc, TimeoutError):  # it may still be delivered
                 self.stats.publish_timeouts += 1
             logger.warning("publish to %r failed: %s", room, exc)
+        return None
 
-    def deliver_local(self, room: str, message: PreparedMessage, *, remote: bool = False) -> None:
-        """Queue ``message`` for every member of ``room`` in this process (backends call this)."""
+    def deliver_local(
+        self,
+        room: str,
+        message: PreparedMessage,
+        *,
+        remote: bool = False,
+        position: StreamPosition | None = None,
+        is_json: bool = False,
+    ) -> None:
+        """Queue ``message`` for every member of ``room`` in this process (backends call this, with
+        the ``position`` of a publication of the room's history, and whether it ``is_json``)."""
         if remote:
             self.stats.received += 1
         members = self._rooms.get(room)
         if not members:
             return
         policy = self._policies.get(room, self._default)
+        targets: Collection[_Subscriber] = members
+        if position is not None:  # a publication of the room's history
+            message, targets = self._history.deliver(room, message, position, is_json, members, policy)
+        self._enqueue(targets, message, policy)
+
+    def _enqueue(
+        self, members: Collection[_Subscriber], message: PreparedMessage, policy: RoomPolicy
+    ) -> None:
+        """Queue ``message`` for ``members``, by the room's overflow policy."""
         for subscriber in list(members):
             queue = subscriber.queue
             if len(queue) >= policy.queue_size:
@@ -284,6 +364,7 @@ class Hub:
         self.stats.closed += 1
         self._leave(subscriber, set(subscriber.rooms))
         subscriber.queue.clear()
+        subscriber.replay.clear()
         ws = subscriber.ws
         with contextlib.suppress(RuntimeError):  # RuntimeError: the connection is already gone
             ws.nursery.start_soon(ws.close, code, "too slow for this room")
@@ -294,11 +375,14 @@ class Hub:
         try:
             with subscriber.scope:
                 while True:
-                    if not subscriber.queue:
+                    if subscriber.replay:  # history replayed on joining, before the live messages
+                        message = subscriber.replay.popleft()
+                    elif subscriber.queue:
+                        message = subscriber.queue.popleft()
+                    else:
                         subscriber.wakeup = trio.Event()
                         await subscriber.wakeup.wait()
                         continue
-                    message = subscriber.queue.popleft()
                     await subscriber.ws.send_prepared(message, direct=True)
                     self.stats.delivered += 1
         except WebSocketDisconnect:

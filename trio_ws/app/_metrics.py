@@ -39,7 +39,8 @@ class Metrics:
     - ``trio_ws_handler_errors_total``: handlers that raised;
     - for each hub of :meth:`add_hub`, ``trio_ws_hub_published_total``, ``_received_total``,
       ``_delivered_total``, ``_dropped_total{overflow}`` (``drop_oldest``, ``drop_newest``),
-      ``_overflow_closes_total``, ``_publish_errors_total`` (its :class:`~trio_ws.HubStats`) and
+      ``_overflow_closes_total``, ``_publish_errors_total``, ``_publish_timeouts_total``,
+      ``_recovered_total``, ``_not_recovered_total``, ``_replayed_total`` (its :class:`~trio_ws.HubStats`) and
       ``trio_ws_hub_rooms`` (rooms with members here), each with the label ``hub``.
 
     The server reports once per connection, never per message: counting costs nothing on the path
@@ -157,6 +158,22 @@ class _HubCollector:
             ("delivered", "Messages written to a connection", lambda h: h.stats.delivered),
             ("overflow_closes", "Connections closed by the CLOSE overflow policy", lambda h: h.stats.closed),
             ("publish_errors", "Publications the backend could not take", lambda h: h.stats.publish_errors),
+            (
+                "publish_timeouts",
+                "Publications that timed out (may still arrive)",
+                lambda h: h.stats.publish_timeouts,
+            ),
+            ("recovered", "Members that came back and got what they missed", lambda h: h.stats.recovered),
+            (
+                "not_recovered",
+                "Members whose missed messages the history no longer held",
+                lambda h: h.stats.not_recovered,
+            ),
+            (
+                "replayed",
+                "Messages sent from a room's history to joining members",
+                lambda h: h.stats.replayed,
+            ),
         ]
         for name, doc, read in counters:
             family = CounterMetricFamily(f"{ns}_{name}", doc, labels=["hub"])

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
 from ..protocol import PreparedMessage
+from ._history import HistoryPage, StreamPosition
+from ._history_redis import RedisHistory, decode_message, encode_message
+from ._presence_redis import RedisPresence
 
 if TYPE_CHECKING:
     from ._broadcast import Hub
@@ -21,6 +24,8 @@ if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backpor
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("trio_ws.broadcast")
+
+_T = TypeVar("_T")
 
 
 class RedisBackend:
@@ -40,6 +45,16 @@ class RedisBackend:
     publication that timed out may still be delivered later. ``subscribe()`` returns once Redis
     confirmed the subscription, or after ``subscribe_timeout`` if it does not (then the room is
     subscribed as soon as Redis is back).
+
+    The history of a room (``hub.configure_room(room, history_size=...)``) is a Redis Stream,
+    ``{<prefix><room>}:history``, beside a hash ``{<prefix><room>}:meta`` holding its epoch and last
+    offset; one Lua script gives a publication its offset, appends it (``XADD MAXLEN``, ``PEXPIRE``
+    for the ttl) and publishes it with its position, so the offsets follow the order of the channel.
+    Appending and reading the history are refused and time out as publications are.
+
+    Presence: each member has an entry under ``{<prefix><room>}:presence``; the hub rewrites this
+    process's entries every ``presence_interval`` seconds, and an entry not rewritten expires
+    ``presence_ttl`` seconds after its last write. A presence command is bounded by ``publish_timeout``.
     """
 
     def __init__(
@@ -47,6 +62,8 @@ class RedisBackend:
         url: str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "trio_ws:",
+        presence_ttl: float = 30.0,
+        presence_interval: float = 10.0,
         publish_timeout: float = 1.0,
         subscribe_timeout: float = 2.0,
         health_interval: float = 1.0,
@@ -60,6 +77,8 @@ class RedisBackend:
         self._coredis = coredis
         self.url = url
         self.prefix = prefix
+        self._presence = RedisPresence(prefix, presence_ttl, presence_interval, publish_timeout)
+        self.presence_interval = presence_interval  #: between two rewrites of this process's entries
         self.publish_timeout = publish_timeout
         self.subscribe_timeout = subscribe_timeout
         self.health_interval = health_interval
@@ -76,11 +95,26 @@ class RedisBackend:
         self._healthy = True  # the last PING (or publication) was answered in time
         self._delay = 0.1  # before the next reconnection
         self._suspect = trio.Event()  # a publication timed out: check health now
+        self._history = RedisHistory(prefix)
 
     @property
     def subscribed_rooms(self) -> frozenset[str]:
         """The rooms Redis confirmed this process is subscribed to."""
         return frozenset(self._subscribed)
+
+    async def presence_update(
+        self, room: str, add: Mapping[str, str], remove: Collection[str]
+    ) -> list[tuple[str, str]]:
+        """Write and delete this process's entries of ``room``; return those that expired."""
+        return await self._presence.update(self._client if self.ready.is_set() else None, room, add, remove)
+
+    async def presence_entries(self, room: str) -> list[tuple[str, str]]:
+        """``room``'s entries that have not expired (client id, entry)."""
+        return await self._presence.entries(self._client if self.ready.is_set() else None, room)
+
+    async def presence_count(self, room: str) -> int:
+        """How many entries ``room`` has that have not expired."""
+        return await self._presence.count(self._client if self.ready.is_set() else None, room)
 
     def _update_ready(self) -> None:
         if self._synced and self._healthy and self._client is not None:
@@ -162,10 +196,13 @@ class RedisBackend:
                     channel = bytes(message["channel"])  # type: ignore[arg-type]
                     if channel[len(prefix) :] == b"\x00":
                         continue
-                    data = bytes(message["data"])  # type: ignore[arg-type]
+                    decoded = decode_message(bytes(message["data"]))  # type: ignore[arg-type]
+                    if decoded is None:
+                        logger.warning("a message not of trio_ws on %r: dropped", channel)
+                        continue
                     room = channel[len(prefix) :].decode("utf-8", "replace")
-                    payload = data[1:].decode("utf-8") if data[:1] == b"t" else data[1:]
-                    hub.deliver_local(room, PreparedMessage(payload), remote=True)
+                    data, position, is_json = decoded
+                    hub.deliver_local(room, data, remote=True, position=position, is_json=is_json)
 
     def _confirm(self) -> None:
         self._update_ready()
@@ -211,14 +248,36 @@ class RedisBackend:
         """Publish to every hub with members in ``room`` (this one included). Raises
         ``ConnectionError`` at once while ``ready`` is not set (nothing is sent), ``TimeoutError``
         if Redis does not take it within ``publish_timeout`` (it may still be delivered later)."""
+        data = encode_message(message)
+        await self._command(lambda client: client.publish(self.prefix + room, data))
+
+    async def append(
+        self, room: str, message: PreparedMessage, *, is_json: bool, size: int, ttl: float
+    ) -> StreamPosition:
+        """Publish to ``room`` and keep the message in its history, in one step (see
+        :class:`HistoryBackend`); raises as :meth:`publish` does."""
+        history, channel = self._history, self.prefix + room
+        return await self._command(
+            lambda client: history.append(client, room, channel, message, is_json=is_json, size=size, ttl=ttl)
+        )
+
+    async def read(self, room: str, *, since: StreamPosition | None, limit: int, ttl: float) -> HistoryPage:
+        """Read ``room``'s history (see :class:`HistoryBackend`); raises as :meth:`publish` does."""
+        history = self._history
+        return await self._command(
+            lambda client: history.read(client, room, since=since, limit=limit, ttl=ttl)
+        )
+
+    async def _command(self, send: Callable[[Any], Awaitable[_T]]) -> _T:
+        """Run ``send(client)``: at once ``ConnectionError`` while not ready, ``TimeoutError`` (and
+        not ready until a PING is answered) after ``publish_timeout``."""
         client = self._client
         if client is None or not self.ready.is_set():
             await trio.lowlevel.checkpoint()
             raise ConnectionError("Redis is not available (reconnecting, or not answering)")
-        data = (b"t" if message.is_text else b"b") + message.payload
         try:
             with trio.fail_after(self.publish_timeout):
-                await client.publish(self.prefix + room, data)
+                return await send(client)
         except trio.TooSlowError:
             if client is self._client:
                 self._healthy = False  # the next publications fail fast until a PING is answered

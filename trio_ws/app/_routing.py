@@ -358,9 +358,10 @@ class Router:
     # ------------------------------------------------------------ handling
 
     async def __call__(self, ws: WebSocket) -> None:
-        """Handle ``ws``: match its path, apply the route's options, call the route's handler."""
+        """Handle ``ws``: match its path (``request.route_path``: what follows an ASGI mount point),
+        apply the route's options, call the route's handler."""
         request = ws.request
-        found = None if request is None else self.match(request.path)
+        found = None if request is None else self.match(request.route_path)
         if found is None:
             await ws.reject(self.unmatched_status)
             return

@@ -16,7 +16,6 @@ from ..connection import WebSocketOptions
 from ..server import WebSocketServer
 from ._asgi_types import ASGIApp
 from ._bridge import ASGIAppHandler
-from ._h11 import H11Server
 from ._lifespan import LIFESPAN_MODES, LifespanRunner
 
 __all__ = ["open_asgi_server", "serve_asgi"]
@@ -83,6 +82,8 @@ async def open_asgi_server(
     logged on ``trio_ws.asgi``, answered with 500 (before a response or handshake answer) or a
     dropped connection / close 1011 (after).
     """
+    from ._h11 import H11Server  # (here: trio_ws.asgi imports without h11, the extra)
+
     root = _check(root_path, lifespan, keep_alive_timeout, max_body_size)
     if "http_handler" in settings:
         raise TypeError("open_asgi_server() serves the application's HTTP side itself: no http_handler")

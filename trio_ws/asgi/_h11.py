@@ -213,7 +213,7 @@ class H11Connection:
             "client": request.client,
             "scheme": "https" if request.scheme == "wss" else "http",
             "method": request.method,
-            "root_path": root,
+            "root_path": root + request.root_path,
             "path": root + unquote(raw_path.decode("latin-1")),
             "raw_path": root.encode("latin-1") + raw_path,
             "query_string": query,

@@ -167,6 +167,7 @@ class Request:
         client: tuple[str, int] | None = None,
         host: str | None = None,
         response: ResponseHead | None = None,
+        root_path: str = "",
     ) -> None:
         self.raw = raw
         self.method = raw.method
@@ -182,8 +183,9 @@ class Request:
         self.response = response
         #: Path parameters of the matched route, converted (filled by a Router).
         self.path_params: dict[str, Any] = {}
-        #: The path the router matched against, from the route's mount point (a Router sets it).
-        self.route_path: str | None = None
+        #: The path prefix the handler is mounted at (an ASGI ``root_path``, such as a Starlette
+        #: ``Mount``'s): ``path`` still holds it, ``route_path`` is what follows it.
+        self.root_path = root_path.rstrip("/")
         #: Why the credentials sent did not verify (``"token expired"``), when no authentication
         #: backend accepted them; ``None`` otherwise (the application layer's checks set it).
         self.auth_error: str | None = None
@@ -214,6 +216,18 @@ class Request:
     def path(self) -> str:
         """The path, percent-decoded (what routes match against)."""
         return unquote(self.target.partition("?")[0].partition("#")[0])
+
+    @property
+    def route_path(self) -> str:
+        """What routes match against: :attr:`path` without :attr:`root_path` (``/ws/chat/1`` mounted
+        at ``/ws``: ``/chat/1``); the whole path when it is not under ``root_path``."""
+        root, path = self.root_path, self.path
+        if not root or not path.startswith(root):
+            return path
+        rest = path[len(root) :]
+        if not rest:
+            return "/"
+        return rest if rest[0] == "/" else path
 
     @functools.cached_property
     def query_params(self) -> QueryParams:

@@ -73,22 +73,23 @@ def scope_address(address: Any) -> tuple[Any, Any] | None:
     return (address, None)
 
 
-def websocket_scope(request: Request, local_address: Any, root_path: str = "") -> dict[str, Any]:
+def websocket_scope(request: Request, local_address: Any, prefix: str = "") -> dict[str, Any]:
     """``request`` as an ASGI websocket scope (a new, mutable dict): ``type``, ``asgi``,
     ``http_version``, ``scheme`` (``ws``/``wss``, as a trusted proxy forwarded it), ``path``
-    (percent-decoded) and ``raw_path`` (as sent), both behind ``root_path`` (the prefix the
-    application is mounted at, as uvicorn gives them), ``query_string``, ``root_path``, ``headers``
-    (byte pairs, names lower-cased, in order), ``client``, ``server`` (``local_address``, a socket
-    address, as ``(host, port)``) and ``subprotocols`` (offered)."""
+    (percent-decoded) and ``raw_path`` (as sent), ``root_path`` (the mount point,
+    ``Request.root_path``), ``query_string``, ``headers`` (byte pairs, names lower-cased, in order),
+    ``client``, ``server`` (``local_address``, a socket address, as ``(host, port)``) and
+    ``subprotocols`` (offered). ``prefix``: a server's own root path, which a proxy took off the
+    request (as uvicorn's ``root_path``): it starts ``root_path``, ``path`` and ``raw_path``."""
     raw_path, _, query = request.target.partition("#")[0].partition("?")
     return {
         "type": "websocket",
         "asgi": dict(ASGI_VERSION),
         "http_version": request.http_version,
         "scheme": request.scheme,
-        "path": root_path + request.path,
-        "raw_path": (root_path + raw_path).encode("latin-1"),
-        "root_path": root_path,
+        "path": prefix + request.path,
+        "raw_path": (prefix + raw_path).encode("latin-1"),
+        "root_path": prefix + request.root_path,
         "query_string": query.encode("latin-1"),
         "headers": [(name.lower(), value) for name, value in request.headers.raw],
         "client": request.client,
@@ -147,7 +148,8 @@ class ScopeView:
         """The connection as an ASGI websocket scope (read-only), for middleware written for one:
         ``type`` (``"websocket"``), ``asgi``, ``http_version``, ``scheme`` (``"ws"``/``"wss"``),
         ``path`` (percent-decoded), ``raw_path`` and ``query_string`` (bytes, as sent),
-        ``root_path``, ``headers`` (``(name, value)`` byte pairs, names lower-cased, in order),
+        ``root_path`` (the mount point: ``Request.root_path``), ``headers`` (``(name, value)``
+        byte pairs, names lower-cased, in order),
         ``client`` (``ws.client``: ``(host, port)`` or ``None``), ``server`` (this end's
         ``(host, port)`` or ``None``), ``subprotocols`` (offered) and ``path_params``.
         ``RuntimeError`` for a connection without a request."""

@@ -80,6 +80,8 @@ class HTTPConnection:
         "_idle",
         "_proxy_headers",
         "_record",
+        "_root_path",
+        "_scheme",
         "_trusted",
         "access_log_query",
         "data",
@@ -99,6 +101,8 @@ class HTTPConnection:
         record: AccessRecord,
         idle: IdleConnections,
         *,
+        scheme: str,
+        root_path: str,
         options: WebSocketOptions,
         max_request_size: int,
         server_header: str | None,
@@ -119,6 +123,8 @@ class HTTPConnection:
         self._idle = idle
         self._trusted = trusted_proxies
         self._proxy_headers = proxy_headers
+        self._scheme = scheme
+        self._root_path = root_path
 
     @property
     def accepting(self) -> bool:
@@ -134,9 +140,9 @@ class HTTPConnection:
 
     def request_for(self, head: RequestHead) -> Request:
         """A later request of this connection as a :class:`~trio_ws.Request`: the connection's
-        scheme and peer, then what trusted proxies say of it (each request may say otherwise)."""
-        scheme = "wss" if isinstance(self.stream, trio.SSLStream) else "ws"
-        request = Request(head, scheme=scheme, client=self._record.client)
+        scheme, peer and root path, then what trusted proxies say of it (each request may say
+        otherwise)."""
+        request = Request(head, scheme=self._scheme, client=self._record.client, root_path=self._root_path)
         if self._trusted:
             apply_forwarded(request, self._trusted, self._proxy_headers)
         return request

@@ -71,9 +71,8 @@ def handler_ending(exc: BaseException) -> WebSocketClose | WebSocketDisconnect |
 @final
 class WebSocketServer:
     """A running server (from :func:`~trio_ws.open_websocket_server` or
-    :func:`~trio_ws.serve_websocket`).
-
-    ``connections`` holds the open connections; :meth:`aclose` shuts down gracefully.
+    :func:`~trio_ws.serve_websocket`): ``connections`` holds the open connections; :meth:`aclose`
+    shuts down gracefully.
 
     A connection owns its tasks: once it is closed (closing handshake done, or the stream lost), a
     handler still running ``close_timeout`` later is cancelled, with the tasks it started in
@@ -82,9 +81,7 @@ class WebSocketServer:
     ``observer`` (a :class:`~trio_ws.ServerObserver`, such as :class:`~trio_ws.Metrics`) is told of
     handshakes, connections and handler failures, once per connection. The access log
     (``trio_ws.access``) leaves out query strings unless ``access_log_query`` is true.
-
-    ``http_handler`` serves the connections whose first request is plain HTTP (the ASGI server of
-    ``trio_ws.asgi`` gives one); without it they get 426.
+    ``http_handler`` serves connections whose first request is plain HTTP (else: 426).
     """
 
     def __init__(
@@ -217,14 +214,26 @@ class WebSocketServer:
 
     # ------------------------------------------------------------ connections
 
-    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+    async def serve_stream(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        client: tuple[str, int] | None = None,
+        scheme: str | None = None,
+        root_path: str = "",
+    ) -> None:
         """Serve one connection over ``stream`` (already accepted), until it is closed.
+
+        For a stream that is not a socket (an ASGI connection, say): ``client`` is the peer's
+        ``(host, port)`` (default: the socket's peer), ``scheme`` ``"ws"`` or ``"wss"`` (default:
+        ``"wss"`` over TLS) and ``root_path`` the handler's mount point (``Request.root_path``).
 
         Never raises but for cancellation: the handler's errors are logged and close the connection
         with 1011. The connection is shielded from outside cancellation; :meth:`aclose` ends it.
         """
         full = self.max_connections is not None and len(self._scopes) >= self.max_connections
-        record = self._records[stream] = AccessRecord(trio.current_time(), peer_address(stream))
+        peer = client if client is not None else peer_address(stream)
+        record = self._records[stream] = AccessRecord(trio.current_time(), peer)
         if self._idle.is_set():
             self._idle = trio.Event()
         scope: trio.CancelScope | None = None
@@ -242,7 +251,9 @@ class WebSocketServer:
                     # open_timeout ends the reading, or a shutdown (the upgrader then answers 503).
                     reading = trio.CancelScope(deadline=trio.current_time() + self.options.open_timeout)
                     self._scopes[scope] = reading
-                    ws = await self._upgrader.upgrade(stream, record, reading, nursery)
+                    ws = await self._upgrader.upgrade(
+                        stream, record, reading, nursery, scheme=scheme, root_path=root_path
+                    )
                     if ws is not None:
                         self._scopes[scope] = ws
                         try:
@@ -323,12 +334,11 @@ class WebSocketServer:
 
     async def aclose(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Shut down gracefully: stop accepting, answer handshakes in progress with 503, close every
-        connection with ``code`` (1001) — HTTP connections (``http_handler``) when their response in
-        progress is over, at once when idle — wait up to ``close_timeout`` for the closing handshakes and
-        the handlers, then cancel what is left. Returns as soon as every connection is closed and
-        its handler has returned. Shielded from cancellation; calling it again waits for the first
-        call to finish. ``ValueError`` for a ``code`` or ``reason`` a close frame may not carry
-        (see :meth:`WebSocket.close`), before anything is done."""
+        connection with ``code`` (1001; HTTP ones at once if idle, else after their response), wait up to
+        ``close_timeout`` for the closing handshakes and the handlers, then cancel what is left. Returns as
+        soon as every connection is closed and its handler has returned. Shielded from cancellation; calling
+        it again waits for the first call to finish. ``ValueError`` for a ``code`` or ``reason`` a close frame
+        may not carry (see :meth:`WebSocket.close`), before anything is done."""
         check_close(code, reason)
         if self._closing:
             await self._closed.wait()

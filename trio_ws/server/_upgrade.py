@@ -111,11 +111,19 @@ class Upgrader:
             del self.per_client[host]
 
     async def upgrade(
-        self, stream: trio.abc.Stream, record: AccessRecord, reading: trio.CancelScope, nursery: trio.Nursery
+        self,
+        stream: trio.abc.Stream,
+        record: AccessRecord,
+        reading: trio.CancelScope,
+        nursery: trio.Nursery,
+        *,
+        scheme: str | None = None,
+        root_path: str = "",
     ) -> WebSocket | None:
         """The opening handshake up to the handler: the WebSocket to hand it, or ``None`` when the
         request was answered otherwise. ``reading`` bounds reading the request (``open_timeout``;
-        cancelled by a shutdown, which is answered with 503). (The handler does not run in here:
+        cancelled by a shutdown, which is answered with 503). ``scheme`` (default: ``wss`` over
+        TLS, else ``ws``) and ``root_path`` go to the request. (The handler does not run in here:
         an idle connection's task holds as few coroutine frames as it can.)"""
         if not self.registry.accepting:
             await self.answer(stream, record, error_response(503, "server shutting down"))
@@ -145,18 +153,19 @@ class Upgrader:
                 return None
             trailing = parser.trailing
             del parser  # (this frame lives as long as the connection)
-            scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
-            req = Request(request, scheme=scheme, client=record.client)
+            if scheme is None:
+                scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
+            req = Request(request, scheme=scheme, client=record.client, root_path=root_path)
             apply_forwarded(req, self.trusted_proxies, self.proxy_headers)
             record.request = req
             if self.http is not None and not request.is_upgrade:
                 data = b"".join(chunks)
                 del chunks
-                upgrade = await self._hand_off(stream, record, req, data)
+                upgrade = await self._hand_off(stream, record, req, data, scheme, root_path)
                 if upgrade is None:
                     return None
                 request, trailing = upgrade
-                req = Request(request, scheme=scheme, client=record.client)
+                req = Request(request, scheme=scheme, client=record.client, root_path=root_path)
                 apply_forwarded(req, self.trusted_proxies, self.proxy_headers)
                 record.request = req
             if self.process_request is not None and await self._process_request(stream, record, req):
@@ -190,7 +199,13 @@ class Upgrader:
         return ws
 
     async def _hand_off(
-        self, stream: trio.abc.Stream, record: AccessRecord, request: Request, data: bytes
+        self,
+        stream: trio.abc.Stream,
+        record: AccessRecord,
+        request: Request,
+        data: bytes,
+        scheme: str,
+        root_path: str,
     ) -> Upgrade | None:
         """The HTTP handler serves the connection; a later upgrade request comes back."""
         assert self.http is not None
@@ -200,6 +215,8 @@ class Upgrader:
             request,
             record,
             self.idle,
+            scheme=scheme,
+            root_path=root_path,
             options=self.options,
             max_request_size=self.max_request_size,
             server_header=self.server_header,
