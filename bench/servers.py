@@ -1,6 +1,9 @@
 """Echo servers for the benchmarks, one per implementation: ``python -m bench.servers NAME PORT [deflate]``.
 
-Prints ``READY`` once listening. Keepalive pings are off everywhere, and so is compression unless
+Prints ``READY`` once listening. The ``starlette-*`` servers run the same Starlette WebSocket echo
+on an ASGI server: trio_ws's (``trio_ws.asgi``), hypercorn's trio worker, uvicorn (not in the
+default run: ``python -m bench.bench_echo --servers starlette-trio_ws starlette-hypercorn-trio
+starlette-uvicorn``). Keepalive pings are off everywhere, and so is compression unless
 ``deflate`` is given (then each server uses its own default permessage-deflate settings), so every
 server does the same work.
 """
@@ -120,17 +123,103 @@ def run_websockets_asyncio(port: int, deflate: bool) -> None:
     asyncio.run(main())
 
 
+def starlette_echo() -> Any:
+    """A Starlette application whose WebSocket route at ``/`` echoes every message."""
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await websocket.send_text(message["text"])
+            else:
+                await websocket.send_bytes(message["bytes"])
+
+    return Starlette(routes=[WebSocketRoute("/", echo)])
+
+
+async def run_starlette_trio_ws(port: int, deflate: bool) -> None:
+    from trio_ws import DeflateOptions
+    from trio_ws.asgi import serve_asgi
+
+    async def started(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_asgi(
+            starlette_echo(),
+            "127.0.0.1",
+            port,
+            max_message_size=MAX_SIZE,
+            ping_interval=None,
+            compression=DeflateOptions() if deflate else None,
+            task_status=task_status,
+        )
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(started)
+        print("READY", flush=True)
+
+
+async def run_starlette_hypercorn_trio(port: int, deflate: bool) -> None:
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.websocket_max_message_size = MAX_SIZE
+    config.websocket_ping_interval = None
+    config.accesslog = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: serve(starlette_echo(), config, task_status=task_status))
+        print("READY", flush=True)
+
+
+def run_starlette_uvicorn(port: int, deflate: bool) -> None:
+    import threading
+    import time
+
+    import uvicorn
+
+    config = uvicorn.Config(
+        starlette_echo(),
+        host="127.0.0.1",
+        port=port,
+        ws_max_size=MAX_SIZE,
+        ws_ping_interval=None,
+        ws_per_message_deflate=deflate,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+
+    def ready() -> None:
+        while not server.started:
+            time.sleep(0.01)
+        print("READY", flush=True)
+
+    threading.Thread(target=ready, daemon=True).start()
+    server.run()
+
+
 TRIO_SERVERS = {
     "trio_ws": run_trio_ws,
     "trio-websocket": run_trio_websocket,
     "websockets-trio": run_websockets_trio,
+    "starlette-trio_ws": run_starlette_trio_ws,
+    "starlette-hypercorn-trio": run_starlette_hypercorn_trio,
 }
-NAMES = [*TRIO_SERVERS, "websockets-asyncio"]
+NAMES = ["trio_ws", "trio-websocket", "websockets-trio", "websockets-asyncio"]
+ASGI_NAMES = ["starlette-trio_ws", "starlette-hypercorn-trio", "starlette-uvicorn"]
 
 if __name__ == "__main__":
     name, port = sys.argv[1], int(sys.argv[2])
     deflate = sys.argv[3:] == ["deflate"]
     if name == "websockets-asyncio":
         run_websockets_asyncio(port, deflate)
+    elif name == "starlette-uvicorn":
+        run_starlette_uvicorn(port, deflate)
     else:
         trio.run(TRIO_SERVERS[name], port, deflate)

@@ -63,6 +63,8 @@ def _check(parser: CommandLineParser, args: argparse.Namespace) -> None:
         raise CLIError("--workers needs a fixed --port")
     if args.reload and not args.worker:
         require_watchfiles()
+    if args.asgi and importlib.util.find_spec("h11") is None:
+        raise CLIError("--asgi needs h11: pip install 'trio-ws[asgi]'")
     if args.metrics is not None:
         if not args.metrics.startswith("/"):
             raise CLIError(f"--metrics takes a path such as /metrics, not {args.metrics!r}")

@@ -15,13 +15,16 @@ from ..app import open_websocket_server
 from ..connection import WebSocketOptions
 from . import _values as v
 
-__all__ = ["ENV_PREFIX", "AppendOption", "CommandLineParser", "Option", "build_parser"]
+__all__ = ["ASGI_DEFAULTS", "ENV_PREFIX", "AppendOption", "CommandLineParser", "Option", "build_parser"]
 
 ENV_PREFIX = "TRIO_WS_"
 
 _OPTIONS = WebSocketOptions()
 _SERVER = inspect.signature(open_websocket_server).parameters
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
+#: The defaults of ``trio_ws.asgi.open_asgi_server`` (not imported here: it needs h11, an extra;
+#: tests/test_asgi_cli.py checks them).
+ASGI_DEFAULTS: dict[str, Any] = {"lifespan": "auto", "keep_alive_timeout": 5.0, "max_body_size": 16 * 2**20}
 
 
 @attrs.frozen
@@ -60,7 +63,8 @@ class CommandLineParser(argparse.ArgumentParser):
         super().__init__(
             prog=prog,
             usage="%(prog)s [options] APP",
-            description=f"Serve a trio_ws handler or Router: {prog} myapp:router --port 8000",
+            description=f"Serve a trio_ws handler or Router: {prog} myapp:router --port 8000; "
+            f"or an ASGI application: {prog} --asgi myapp:app",
             epilog=(
                 f"Every option can also be set by an environment variable {ENV_PREFIX}<OPTION> "
                 f"({ENV_PREFIX}PORT=9000, {ENV_PREFIX}WORKERS=4, {ENV_PREFIX}APP=myapp:router; "
@@ -110,7 +114,8 @@ def build_parser(prog: str = "trio-ws", version: str = "") -> CommandLineParser:
         "target",
         metavar="APP",
         nargs="?",
-        help="what to serve, as module:attribute (a Router, or any async def handler(ws))",
+        help="what to serve, as module:attribute (a Router, or any async def handler(ws); with --asgi, "
+        "an ASGI application)",
     )
     p.add(s, "--factory", action="store_true", help="APP is a callable that returns the handler")
     p.add(s, "--app-dir", metavar="DIR", default=".", help="directory put first on sys.path to import APP")
@@ -121,6 +126,39 @@ def build_parser(prog: str = "trio-ws", version: str = "") -> CommandLineParser:
         type=v.import_string,
         help="async def hook(request) -> HTTPResponse | None, run on every request before the "
         "handshake (health checks, static pages); None goes on with the handshake",
+    )
+
+    s = "ASGI applications"
+    p.add(
+        s,
+        "--asgi",
+        action="store_true",
+        help="APP is an ASGI application (Starlette, FastAPI...): its HTTP routes too, on the same port, "
+        "and its lifespan (needs trio-ws[asgi])",
+    )
+    p.add(
+        s,
+        "--lifespan",
+        default=ASGI_DEFAULTS["lifespan"],
+        choices=["auto", "on", "off"],
+        help="with --asgi: run the application's startup and shutdown (auto: if it speaks the lifespan "
+        "protocol; on: it must)",
+    )
+    p.add(
+        s,
+        "--timeout-keep-alive",
+        metavar="SECONDS",
+        default=ASGI_DEFAULTS["keep_alive_timeout"],
+        type=v.seconds,
+        help="with --asgi: how long an HTTP connection may stay idle between requests",
+    )
+    p.add(
+        s,
+        "--max-body-size",
+        metavar="BYTES",
+        default=ASGI_DEFAULTS["max_body_size"],
+        type=v.byte_count,
+        help="with --asgi: largest HTTP request body, larger gets 413 (0: no limit)",
     )
 
     s = "Where to listen"
@@ -266,7 +304,8 @@ def build_parser(prog: str = "trio-ws", version: str = "") -> CommandLineParser:
         default="",
         type=v.root_path,
         help="the path prefix the app is mounted at: removed from request paths that start with it "
-        "before the HTTP hook and the handler see them",
+        "before the HTTP hook and the handler see them (with --asgi: the scopes' root_path, which "
+        "prefixes their paths, as uvicorn does)",
     )
 
     s = "Processes"

@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -115,12 +116,13 @@ def _request_hook(root: str, hook: ProcessRequest | None) -> ProcessRequest | No
 
 
 def server_options(args: argparse.Namespace, hook: ProcessRequest | None) -> dict[str, Any]:
-    """The keyword arguments of :func:`~trio_ws.open_websocket_server` the options ask for."""
+    """The keyword arguments of :func:`~trio_ws.open_websocket_server` the options ask for (with
+    ``--asgi``, of :func:`trio_ws.asgi.open_asgi_server`)."""
     options: dict[str, Any] = {
         "subprotocols": tuple(args.subprotocol or ()),
         "server_header": "trio_ws" if args.server_header else None,
         "max_request_size": args.max_request_size,
-        "process_request": _request_hook(args.root_path, hook),
+        "process_request": _request_hook("" if args.asgi else args.root_path, hook),
         "max_connections": args.limit_concurrency,
         "max_connections_per_client": args.limit_per_client,
         "trusted_proxies": trusted_networks(args.forwarded_allow_ips) if args.proxy_headers else (),
@@ -135,6 +137,11 @@ def server_options(args: argparse.Namespace, hook: ProcessRequest | None) -> dic
     if not args.ws_per_message_deflate:
         options["compression"] = None
     options["access_log_query"] = args.access_log_query
+    if args.asgi:
+        options["root_path"] = args.root_path
+        options["lifespan"] = args.lifespan
+        options["keep_alive_timeout"] = args.timeout_keep_alive
+        options["max_body_size"] = args.max_body_size or None
     if args.metrics:  # (checked before the workers start)
         metrics = Metrics()
         options["observer"] = metrics
@@ -179,13 +186,34 @@ async def serve(
             nursery.start_soon(_watch_signals, signals, serving)
             if args.worker:
                 nursery.start_soon(_watch_supervisor, supervisor, serving)
+            failure = None
+            opening, startup_failed = _opening(args)
             with serving:
                 options = server_options(args, hook)
-                async with open_websocket_server(handler, listeners=listeners, **options):
-                    logger.info("serving %s on %s (pid %d)", args.target, where, os.getpid())
-                    await trio.sleep_forever()
-            logger.info("stopped")
+                try:
+                    async with opening(handler, listeners=listeners, **options):
+                        logger.info("serving %s on %s (pid %d)", args.target, where, os.getpid())
+                        await trio.sleep_forever()
+                except startup_failed as exc:  # the ASGI application's startup failed
+                    failure = exc
+            if failure is None:
+                logger.info("stopped")
             nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise CLIError(str(failure), code=3)
+
+
+class _NoStartup(Exception):
+    """(What a server without an application's startup cannot fail with.)"""
+
+
+def _opening(args: argparse.Namespace) -> tuple[Callable[..., Any], type[Exception]]:
+    """What opens the server, and the exception that says its application's startup failed."""
+    if not args.asgi:
+        return open_websocket_server, _NoStartup
+    from ..asgi import LifespanFailed, open_asgi_server  # (only with --asgi: it needs h11, an extra)
+
+    return open_asgi_server, LifespanFailed
 
 
 def run_here(args: argparse.Namespace) -> int:

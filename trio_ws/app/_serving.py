@@ -14,6 +14,7 @@ import trio
 from ..connection import WebSocketOptions
 from ..server import (
     Handler,
+    HTTPHandler,
     ProcessRequest,
     ProcessResponse,
     ServerObserver,
@@ -52,6 +53,7 @@ async def open_websocket_server(
     max_buffered_bytes: int | None = None,
     observer: ServerObserver | None = None,
     access_log_query: bool = False,
+    http_handler: HTTPHandler | None = None,
     **options: Any,
 ) -> AsyncIterator[WebSocketServer]:
     """Serve ``handler`` on ``host:port`` (or on ready-made ``listeners``) for the block's duration.
@@ -92,6 +94,9 @@ async def open_websocket_server(
     connection (``trio_ws.access``, INFO) leaves out the query string, which may carry a token,
     unless ``access_log_query`` is true.
 
+    ``http_handler``: what serves connections whose first request is plain HTTP rather than 426
+    (:func:`trio_ws.asgi.open_asgi_server` sets it: an ASGI application's HTTP side).
+
     Keyword ``options`` are :class:`WebSocketOptions` fields. Leaving the block — normally, by an
     exception or by cancellation — shuts down gracefully (see :meth:`WebSocketServer.aclose`).
 
@@ -120,6 +125,7 @@ async def open_websocket_server(
             max_buffered_bytes=max_buffered_bytes,
             observer=observer,
             access_log_query=access_log_query,
+            http_handler=http_handler,
         )
     except BaseException:  # a bad setting: the listeners opened here close again
         if opened:

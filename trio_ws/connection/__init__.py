@@ -21,11 +21,12 @@ from ._limits import MessageLimit
 from ._opening import Registry, ResponseHook, ServerHandshake
 from ._options import WebSocketOptions, WebSocketState
 from ._request import URL, HTTPResponse, QueryParams, Request
-from ._scope import State
+from ._scope import ASGI_VERSION, State, scope_address, socket_addresses, websocket_scope
 from ._websocket import WebSocket, start_client
 from ._writer import answer_and_linger
 
 __all__ = [
+    "ASGI_VERSION",
     "URL",
     "BufferBudget",
     "ChunkIterator",
@@ -50,5 +51,8 @@ __all__ = [
     "check_close",
     "check_close_reason",
     "receive_some",
+    "scope_address",
+    "socket_addresses",
     "start_client",
+    "websocket_scope",
 ]

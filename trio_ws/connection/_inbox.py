@@ -54,9 +54,23 @@ class Inbox(Reception):
     once the stream is closed too."""
 
     __slots__ = (  # and Reception's
-        "_backlog", "_backlog_bytes", "_budget", "_conn", "_deliver_scope", "_done", "_drained",
-        "_meter", "_on_closed", "_options", "_over_limit", "_queue", "_stream", "_writer", "finished",
-        "peer_closed", "pings",
+        "_backlog",
+        "_backlog_bytes",
+        "_budget",
+        "_conn",
+        "_deliver_scope",
+        "_done",
+        "_drained",
+        "_meter",
+        "_on_closed",
+        "_options",
+        "_over_limit",
+        "_queue",
+        "_stream",
+        "_writer",
+        "finished",
+        "peer_closed",
+        "pings",
     )
 
     def __init__(

@@ -3,7 +3,8 @@ the application's own), ``ws.scope`` (an ASGI-style websocket scope, read-only) 
 addresses of the stream, ``ws.local_address`` and ``ws.remote_address``.
 
 :class:`ScopeView` is a base of :class:`~trio_ws.WebSocket`; it reads only the connection's public
-``stream`` and ``request``.
+``stream`` and ``request``. :func:`websocket_scope` makes the scope as a new dict, for the ASGI
+server too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import trio
 
 from ._request import Request
 
-__all__ = ["ScopeView", "State", "socket_addresses"]
+__all__ = ["ASGI_VERSION", "ScopeView", "State", "scope_address", "socket_addresses", "websocket_scope"]
+
+#: The ``asgi`` key of the scopes: ASGI 3.0, the WebSocket part of the spec at 2.4.
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
 
 @final
@@ -60,13 +64,38 @@ def socket_addresses(stream: trio.abc.Stream) -> tuple[Any, Any] | None:
         return None
 
 
-def _host_port(address: Any) -> tuple[Any, Any] | None:
+def scope_address(address: Any) -> tuple[Any, Any] | None:
     """An address as an ASGI scope gives it: ``(host, port)``, ``(path, None)`` for a Unix socket."""
     if address is None:
         return None
     if isinstance(address, tuple):
         return (address[0], address[1])
     return (address, None)
+
+
+def websocket_scope(request: Request, local_address: Any, prefix: str = "") -> dict[str, Any]:
+    """``request`` as an ASGI websocket scope (a new, mutable dict): ``type``, ``asgi``,
+    ``http_version``, ``scheme`` (``ws``/``wss``, as a trusted proxy forwarded it), ``path``
+    (percent-decoded) and ``raw_path`` (as sent), ``root_path`` (the mount point,
+    ``Request.root_path``), ``query_string``, ``headers`` (byte pairs, names lower-cased, in order),
+    ``client``, ``server`` (``local_address``, a socket address, as ``(host, port)``) and
+    ``subprotocols`` (offered). ``prefix``: a server's own root path, which a proxy took off the
+    request (as uvicorn's ``root_path``): it starts ``root_path``, ``path`` and ``raw_path``."""
+    raw_path, _, query = request.target.partition("#")[0].partition("?")
+    return {
+        "type": "websocket",
+        "asgi": dict(ASGI_VERSION),
+        "http_version": request.http_version,
+        "scheme": request.scheme,
+        "path": prefix + request.path,
+        "raw_path": (prefix + raw_path).encode("latin-1"),
+        "root_path": prefix + request.root_path,
+        "query_string": query.encode("latin-1"),
+        "headers": [(name.lower(), value) for name, value in request.headers.raw],
+        "client": request.client,
+        "server": scope_address(local_address),
+        "subprotocols": list(request.subprotocols),
+    }
 
 
 class ScopeView:
@@ -127,21 +156,6 @@ class ScopeView:
         request = self.request
         if request is None:
             raise RuntimeError("this WebSocket has no request")
-        raw_path, _, query = request.target.partition("#")[0].partition("?")
-        return MappingProxyType(
-            {
-                "type": "websocket",
-                "asgi": {"version": "3.0"},
-                "http_version": request.http_version,
-                "scheme": request.scheme,
-                "path": request.path,
-                "raw_path": raw_path.encode("latin-1"),
-                "root_path": request.root_path,
-                "query_string": query.encode("latin-1"),
-                "headers": [(name.lower(), value) for name, value in request.headers.raw],
-                "client": request.client,
-                "server": _host_port(self.local_address),
-                "subprotocols": list(request.subprotocols),
-                "path_params": dict(request.path_params),
-            }
-        )
+        scope = websocket_scope(request, self.local_address)
+        scope["path_params"] = dict(request.path_params)
+        return MappingProxyType(scope)

@@ -282,13 +282,15 @@ class WebSocket(Messaging, RequestView, ScopeView):
         status: int = 403,
         body: str | bytes | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        content_type: str = "text/plain; charset=utf-8",
     ) -> None:
-        """Refuse the opening handshake with an HTTP ``status`` (4xx/5xx), ``body`` and ``headers``."""
+        """Refuse the opening handshake with an HTTP ``status`` (4xx/5xx), ``body`` (of
+        ``content_type``) and ``headers``."""
         if self.application_state is not WebSocketState.CONNECTING or self.role is Role.CLIENT:
             raise RuntimeError("reject() is only possible before the handshake is answered")
         if not 400 <= status <= 599:
             raise ValueError(f"reject() needs a 4xx or 5xx status, not {status}")
-        await self._refuse(status, http_error(status, body, headers))
+        await self._refuse(status, http_error(status, body, headers, content_type=content_type))
 
     async def _refuse(self, status: int, response: bytes) -> None:
         self.application_state = WebSocketState.DISCONNECTED

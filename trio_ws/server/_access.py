@@ -34,7 +34,7 @@ class AccessRecord:
     """What the access log says of one connection, filled in as it goes; also the server's note of
     where the connection stands (``handler_done``, ``failed``)."""
 
-    __slots__ = ("client", "failed", "handler_done", "host", "request", "start", "status", "ws")
+    __slots__ = ("client", "failed", "handler_done", "host", "quiet", "request", "start", "status", "ws")
 
     def __init__(self, start: float, client: tuple[str, int] | None) -> None:
         self.start = start
@@ -45,6 +45,7 @@ class AccessRecord:
         self.host = "-"  # the key of max_connections_per_client, once admitted
         self.handler_done = False
         self.failed = False  # the handler raised
+        self.quiet = False  # plain HTTP requests, each logged as it was answered: no line of its own
 
     def summary(self, include_query: bool = False) -> ConnectionSummary:
         """The connection as values (see :class:`~trio_ws.ConnectionSummary`)."""
@@ -77,7 +78,7 @@ class AccessRecord:
     def finish(self, observer: ServerObserver | None, include_query: bool) -> None:
         """The connection is over: the access line, and what ``observer`` is told of its end."""
         logging_on = access_logger.isEnabledFor(logging.INFO)
-        if observer is None and not logging_on:
+        if (observer is None and not logging_on) or self.quiet:
             return
         summary = self.summary(include_query)
         if observer is not None:

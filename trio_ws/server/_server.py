@@ -25,6 +25,7 @@ from ..connection import (
 )
 from ..protocol import CloseCode, error_response
 from ._access import AccessRecord, peer_address
+from ._handoff import HTTPHandler
 from ._observer import ServerObserver
 from ._proxies import PROXY_HEADERS, parse_networks
 from ._upgrade import Handler, HandshakePolicy, ProcessRequest, ProcessResponse, Upgrader
@@ -70,9 +71,8 @@ def handler_ending(exc: BaseException) -> WebSocketClose | WebSocketDisconnect |
 @final
 class WebSocketServer:
     """A running server (from :func:`~trio_ws.open_websocket_server` or
-    :func:`~trio_ws.serve_websocket`).
-
-    ``connections`` holds the open connections; :meth:`aclose` shuts down gracefully.
+    :func:`~trio_ws.serve_websocket`): ``connections`` holds the open connections; :meth:`aclose`
+    shuts down gracefully.
 
     A connection owns its tasks: once it is closed (closing handshake done, or the stream lost), a
     handler still running ``close_timeout`` later is cancelled, with the tasks it started in
@@ -81,6 +81,7 @@ class WebSocketServer:
     ``observer`` (a :class:`~trio_ws.ServerObserver`, such as :class:`~trio_ws.Metrics`) is told of
     handshakes, connections and handler failures, once per connection. The access log
     (``trio_ws.access``) leaves out query strings unless ``access_log_query`` is true.
+    ``http_handler`` serves connections whose first request is plain HTTP (else: 426).
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class WebSocketServer:
         max_buffered_bytes: int | None = None,
         observer: ServerObserver | None = None,
         access_log_query: bool = False,
+        http_handler: HTTPHandler | None = None,
     ) -> None:
         if proxy_headers not in PROXY_HEADERS:
             raise ValueError(f"proxy_headers is one of {PROXY_HEADERS}, not {proxy_headers!r}")
@@ -130,6 +132,8 @@ class WebSocketServer:
             trusted_proxies=parse_networks(trusted_proxies),
             budget=self.budget,
             proxy_headers=proxy_headers,
+            http=http_handler,
+            access_log_query=access_log_query,
         )
         self._records: dict[trio.abc.Stream, AccessRecord] = {}
         #: The open (accepted, not yet closed) connections.
@@ -330,11 +334,11 @@ class WebSocketServer:
 
     async def aclose(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Shut down gracefully: stop accepting, answer handshakes in progress with 503, close every
-        connection with ``code`` (1001), wait up to ``close_timeout`` for the closing handshakes and
-        the handlers, then cancel what is left. Returns as soon as every connection is closed and
-        its handler has returned. Shielded from cancellation; calling it again waits for the first
-        call to finish. ``ValueError`` for a ``code`` or ``reason`` a close frame may not carry
-        (see :meth:`WebSocket.close`), before anything is done."""
+        connection with ``code`` (1001; HTTP ones at once if idle, else after their response), wait up to
+        ``close_timeout`` for the closing handshakes and the handlers, then cancel what is left. Returns as
+        soon as every connection is closed and its handler has returned. Shielded from cancellation; calling
+        it again waits for the first call to finish. ``ValueError`` for a ``code`` or ``reason`` a close frame
+        may not carry (see :meth:`WebSocket.close`), before anything is done."""
         check_close(code, reason)
         if self._closing:
             await self._closed.wait()
@@ -342,6 +346,7 @@ class WebSocketServer:
         self._closing = True
         with trio.CancelScope(shield=True):
             self._listener_scope.cancel()
+            self._upgrader.idle.wake()  # HTTP connections between requests: closed now
             with trio.move_on_after(self.options.close_timeout):
                 async with trio.open_nursery() as nursery:
                     for scope, ws in list(self._scopes.items()):

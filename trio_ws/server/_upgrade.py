@@ -26,6 +26,7 @@ from ..connection import (
 )
 from ..protocol import HandshakeError, RequestParser, Role, error_response, validate_request
 from ._access import AccessRecord
+from ._handoff import HTTPConnection, HTTPHandler, IdleConnections, Upgrade
 from ._proxies import Network, apply_forwarded
 
 __all__ = ["Handler", "HandshakePolicy", "ProcessRequest", "ProcessResponse", "Upgrader", "http_answer"]
@@ -76,6 +77,8 @@ class Upgrader:
         trusted_proxies: tuple[Network, ...],
         budget: BufferBudget,
         proxy_headers: str = "x-forwarded",
+        http: HTTPHandler | None = None,
+        access_log_query: bool = False,
     ) -> None:
         self.options = options
         self.registry = registry
@@ -90,6 +93,11 @@ class Upgrader:
         self.proxy_headers = proxy_headers
         self.per_client: collections.Counter[str] = collections.Counter()
         self.budget = budget
+        #: What serves connections whose first request is plain HTTP (``None``: they get 426).
+        self.http = http
+        self.access_log_query = access_log_query
+        #: The HTTP connections waiting for a request, which a shutdown closes.
+        self.idle = IdleConnections(registry)
 
     async def answer(self, stream: trio.abc.Stream, record: AccessRecord, data: bytes) -> None:
         """Answer with ``data`` (an HTTP response) and end the connection (the caller closes it)."""
@@ -122,14 +130,23 @@ class Upgrader:
             return None
         parser = RequestParser(max_size=self.max_request_size)
         request = None
+        chunks: list[bytes | bytearray]  # (read with an HTTP handler only)
         try:
             with reading:
                 if isinstance(stream, trio.SSLStream):
                     await stream.do_handshake()
-                while request is None:
-                    request = parser.receive_data(await receive_some(stream, 65536))
+                if self.http is None:
+                    while request is None:
+                        request = parser.receive_data(await receive_some(stream, 65536))
+                else:  # the bytes are kept: a plain HTTP request goes to the HTTP handler whole
+                    chunks = []
+                    while request is None:
+                        chunks.append(await receive_some(stream, 65536))
+                        request = parser.receive_data(chunks[-1])
             if request is None:
-                if self.registry.accepting:
+                if self.http is not None and self.registry.accepting and any(chunks):
+                    await self.answer(stream, record, error_response(408, "the request head took too long\n"))
+                elif self.registry.accepting:
                     logger.debug("opening handshake timed out")
                 else:  # a shutdown stopped the reading
                     await self.answer(stream, record, error_response(503, "server shutting down\n"))
@@ -141,6 +158,16 @@ class Upgrader:
             req = Request(request, scheme=scheme, client=record.client, root_path=root_path)
             apply_forwarded(req, self.trusted_proxies, self.proxy_headers)
             record.request = req
+            if self.http is not None and not request.is_upgrade:
+                data = b"".join(chunks)
+                del chunks
+                upgrade = await self._hand_off(stream, record, req, data, scheme, root_path)
+                if upgrade is None:
+                    return None
+                request, trailing = upgrade
+                req = Request(request, scheme=scheme, client=record.client, root_path=root_path)
+                apply_forwarded(req, self.trusted_proxies, self.proxy_headers)
+                record.request = req
             if self.process_request is not None and await self._process_request(stream, record, req):
                 return None
             key = validate_request(request)
@@ -170,6 +197,38 @@ class Upgrader:
             if ws is None:
                 self.release_host(host)
         return ws
+
+    async def _hand_off(
+        self,
+        stream: trio.abc.Stream,
+        record: AccessRecord,
+        request: Request,
+        data: bytes,
+        scheme: str,
+        root_path: str,
+    ) -> Upgrade | None:
+        """The HTTP handler serves the connection; a later upgrade request comes back."""
+        assert self.http is not None
+        connection = HTTPConnection(
+            stream,
+            data,
+            request,
+            record,
+            self.idle,
+            scheme=scheme,
+            root_path=root_path,
+            options=self.options,
+            max_request_size=self.max_request_size,
+            server_header=self.server_header,
+            process_request=self.process_request,
+            trusted_proxies=self.trusted_proxies,
+            proxy_headers=self.proxy_headers,
+            access_log_query=self.access_log_query,
+        )
+        record.quiet = True  # (each request has its access line)
+        upgrade = await self.http.serve_http(connection)
+        record.quiet = upgrade is None
+        return upgrade
 
     async def _admit(
         self,
