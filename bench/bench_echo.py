@@ -44,7 +44,7 @@ def start_server(name: str, port: int, *extra: str, module: str = "bench.servers
         cwd = Path(os.environ["TRIO_WS_BASELINE"])
         env = {**os.environ, "PYTHONPATH": str(cwd)}
         name = "trio_ws"
-    command = [sys.executable, "-m", module, name, str(port), *extra]
+    command = [sys.executable, "-m", "bench.servers", name, str(port), *extra]
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", "0", *command]
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE)

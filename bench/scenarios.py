@@ -89,11 +89,11 @@ def handshakes(port: int, seconds: float, concurrency: int = 10) -> float:
     return sum(counts) / (time.perf_counter() - start)
 
 
-def once(name: str, run: Callable[[int], float], module: str = "bench.servers") -> float:
-    """``run(port)`` against a fresh server ``name`` (started by ``python -m module``)."""
+def once(name: str, run: Callable[[int], float]) -> float:
+    """``run(port)`` against a fresh server ``name`` of ``bench/servers.py``."""
     cell.port += 1  # type: ignore[attr-defined]
     port = cell.port  # type: ignore[attr-defined]
-    proc = start_server(name, port, module=module)
+    proc = start_server(name, port)
     try:
         return run(port)
     finally:
@@ -101,16 +101,14 @@ def once(name: str, run: Callable[[int], float], module: str = "bench.servers") 
         proc.wait()
 
 
-def cell(
-    names: list[str], run: Callable[[int], float], repeats: int, module: str = "bench.servers"
-) -> dict[str, float]:
+def cell(names: list[str], run: Callable[[int], float], repeats: int) -> dict[str, float]:
     """Each server's median over ``repeats``, the servers interleaved and the order reversed every
     other round (a, b, c, c, b, a, a, b, c, ...): a drift of the machine, or a server that gains
     from running after another, weighs on every server alike."""
     values: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
         for name in names if round_ % 2 == 0 else names[::-1]:
-            values[name].append(once(name, run, module))
+            values[name].append(once(name, run))
     return {name: statistics.median(v) for name, v in values.items()}
 
 
