@@ -1,4 +1,5 @@
-"""Frame builders for tests: exact bytes, including ones our own encoder refuses to make."""
+"""Helpers of the tests: frame builders (exact bytes, including ones our own encoder refuses to make), a
+chat client of the chat example, and more."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import trio
 import websockets.asyncio.server as ws_server
 
+from trio_ws import WebSocket
 from trio_ws.protocol import apply_mask, build_request
 
 MASK = b"\x37\xfa\x21\x3d"
@@ -93,3 +95,47 @@ async def upgraded(port: int) -> trio.SocketStream:
         head += await stream.receive_some(4096)
     assert head.startswith(b"HTTP/1.1 101")
     return stream
+
+
+class Chat:
+    """One chat client: the room's messages (out of their envelopes) apart from the rest."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.first: dict[str, Any] | None = None  # where it stands: {"offset", "epoch", "recovered"}
+        self.who: list[str] | None = None
+        self.presence: list[tuple[str, str]] = []  # ("join" | "leave", name)
+        self.other: list[dict[str, Any]] = []  # words to this client only
+        self.last: tuple[int, str] | None = None  # the position of the last room message
+        self.passed: list[dict[str, Any]] = []  # room messages read past by until()
+
+    async def next(self) -> dict[str, Any]:
+        """The next room message (``{"from", "text"}``), taking note of everything before it."""
+        while True:
+            message = await self.ws.receive_json()
+            if "data" in message:
+                self.last = (message["offset"], message["epoch"])
+                return dict(message["data"])
+            if "recovered" in message:
+                self.first = message
+            elif "who" in message:
+                self.who = sorted(member["name"] for member in message["who"])
+            elif "presence" in message:
+                self.presence.append((message["presence"], message["info"]["name"]))
+            else:
+                self.other.append(message)
+
+    async def until(self, check: Any) -> None:
+        """Read until ``check()`` is true, room messages included (kept in ``passed``)."""
+        while not check():
+            message = await self.ws.receive_json()
+            if "data" in message:
+                self.passed.append(message["data"])
+            elif "recovered" in message:
+                self.first = message
+            elif "who" in message:
+                self.who = sorted(member["name"] for member in message["who"])
+            elif "presence" in message:
+                self.presence.append((message["presence"], message["info"]["name"]))
+            else:
+                self.other.append(message)

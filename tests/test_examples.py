@@ -18,7 +18,7 @@ import pytest
 import trio
 import websockets.exceptions
 import websockets.sync.client as ws_sync
-from helpers import free_port
+from helpers import Chat, free_port
 
 from trio_ws import HandshakeRejected, WebSocket, open_websocket, open_websocket_server
 from trio_ws.testing import open_test_client
@@ -152,50 +152,6 @@ async def example(name: str, *args: str) -> AsyncIterator[int]:
             await proc.stdout.aclose()
 
 
-class Chat:
-    """One chat client: the room's messages (out of their envelopes) apart from the rest."""
-
-    def __init__(self, ws: WebSocket) -> None:
-        self.ws = ws
-        self.first: dict[str, Any] | None = None  # where it stands: {"offset", "epoch", "recovered"}
-        self.who: list[str] | None = None
-        self.presence: list[tuple[str, str]] = []  # ("join" | "leave", name)
-        self.other: list[dict[str, Any]] = []  # words to this client only
-        self.last: tuple[int, str] | None = None  # the position of the last room message
-        self.passed: list[dict[str, Any]] = []  # room messages read past by until()
-
-    async def next(self) -> dict[str, Any]:
-        """The next room message (``{"from", "text"}``), taking note of everything before it."""
-        while True:
-            message = await self.ws.receive_json()
-            if "data" in message:
-                self.last = (message["offset"], message["epoch"])
-                return dict(message["data"])
-            if "recovered" in message:
-                self.first = message
-            elif "who" in message:
-                self.who = sorted(member["name"] for member in message["who"])
-            elif "presence" in message:
-                self.presence.append((message["presence"], message["info"]["name"]))
-            else:
-                self.other.append(message)
-
-    async def until(self, check: Any) -> None:
-        """Read until ``check()`` is true, room messages included (kept in ``passed``)."""
-        while not check():
-            message = await self.ws.receive_json()
-            if "data" in message:
-                self.passed.append(message["data"])
-            elif "recovered" in message:
-                self.first = message
-            elif "who" in message:
-                self.who = sorted(member["name"] for member in message["who"])
-            elif "presence" in message:
-                self.presence.append((message["presence"], message["info"]["name"]))
-            else:
-                self.other.append(message)
-
-
 async def test_chat_example_rooms_and_page() -> None:
     async with example("chat.py") as port:
         page = await http_get(port, "/")
@@ -224,31 +180,30 @@ async def test_chat_example_rooms_and_page() -> None:
 
 
 async def test_chat_example_shows_a_new_page_the_history_and_a_reconnecting_one_what_it_missed() -> None:
-    async with example("chat.py") as port:
-        async with open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob_ws:
-            bob = Chat(bob_ws)
-            async with open_websocket("127.0.0.1", port, "/ws/a?name=ann") as ann_ws:
-                ann = Chat(ann_ws)
-                for text in ("one", "two"):
-                    await bob.ws.send_text(text)
-                    assert (await ann.next())["text"] == text
-                assert ann.last is not None
-                offset, epoch = ann.last
-            await bob.until(lambda: ("leave", "ann") in bob.presence)
-            for text in ("three", "four", "five"):  # while ann is away
+    async with example("chat.py") as port, open_websocket("127.0.0.1", port, "/ws/a?name=bob") as bob_ws:
+        bob = Chat(bob_ws)
+        async with open_websocket("127.0.0.1", port, "/ws/a?name=ann") as ann_ws:
+            ann = Chat(ann_ws)
+            for text in ("one", "two"):
                 await bob.ws.send_text(text)
-            position = f"&offset={offset}&epoch={urllib.parse.quote(epoch)}"
-            async with open_websocket("127.0.0.1", port, f"/ws/a?name=ann{position}") as ann_ws:
-                ann = Chat(ann_ws)
-                assert [(await ann.next())["text"] for _ in range(3)] == ["three", "four", "five"]
-                assert ann.first is not None and ann.first["recovered"] is True
-                await bob.ws.send_text("live")
-                assert (await ann.next())["text"] == "live"  # straight after: nothing twice
-            async with open_websocket("127.0.0.1", port, "/ws/a?name=dan") as dan_ws:  # a new page
-                dan = Chat(dan_ws)
-                texts = [(await dan.next())["text"] for _ in range(6)]
-                assert texts == ["one", "two", "three", "four", "five", "live"]
-                assert dan.first is not None and dan.first["recovered"] is False
+                assert (await ann.next())["text"] == text
+            assert ann.last is not None
+            offset, epoch = ann.last
+        await bob.until(lambda: ("leave", "ann") in bob.presence)
+        for text in ("three", "four", "five"):  # while ann is away
+            await bob.ws.send_text(text)
+        position = f"&offset={offset}&epoch={urllib.parse.quote(epoch)}"
+        async with open_websocket("127.0.0.1", port, f"/ws/a?name=ann{position}") as ann_ws:
+            ann = Chat(ann_ws)
+            assert [(await ann.next())["text"] for _ in range(3)] == ["three", "four", "five"]
+            assert ann.first is not None and ann.first["recovered"] is True
+            await bob.ws.send_text("live")
+            assert (await ann.next())["text"] == "live"  # straight after: nothing twice
+        async with open_websocket("127.0.0.1", port, "/ws/a?name=dan") as dan_ws:  # a new page
+            dan = Chat(dan_ws)
+            texts = [(await dan.next())["text"] for _ in range(6)]
+            assert texts == ["one", "two", "three", "four", "five", "live"]
+            assert dan.first is not None and dan.first["recovered"] is False
 
 
 async def test_chat_example_refuses_a_message_too_long_with_a_word_to_its_sender() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from helpers import free_port
+from helpers import Chat, free_port
 from redis_server import Redis
 
 from trio_ws import Hub, RedisBackend, open_websocket
@@ -166,13 +166,13 @@ async def test_two_chat_example_processes_share_a_room_through_redis(redis: Redi
     async with chat_example(redis) as port_a, chat_example(redis) as port_b:
         await wait_for_subscribers(redis, 2)
         with trio.fail_after(20):
-            async with open_websocket("127.0.0.1", port_a, "/ws/garden?name=ann") as ann:
-                # One after the other: a room's messages reach those in it when they are published
-                # (opening both at once, bob could join B just after ann's arrival went by).
-                assert await ann.receive_json() == {"from": "server", "text": "ann joined garden"}
-                async with open_websocket("127.0.0.1", port_b, "/ws/garden?name=bob") as bob:
-                    bob_joined = {"from": "server", "text": "bob joined garden"}
-                    assert await bob.receive_json() == bob_joined
-                    assert await ann.receive_json() == bob_joined  # from process B, through Redis
-                    await ann.send_text("hello across processes")
-                    assert await bob.receive_json() == {"from": "ann", "text": "hello across processes"}
+            async with open_websocket("127.0.0.1", port_a, "/ws/garden?name=ann") as ann_ws:
+                ann = Chat(ann_ws)
+                await ann.until(lambda: ("join", "ann") in ann.presence)
+                async with open_websocket("127.0.0.1", port_b, "/ws/garden?name=bob") as bob_ws:
+                    bob = Chat(bob_ws)
+                    await bob.until(lambda: bob.who is not None)
+                    assert bob.who == ["ann", "bob"]  # who is in the room, in both processes
+                    await ann.until(lambda: ("join", "bob") in ann.presence)  # from B, through Redis
+                    await ann.ws.send_text("hello across processes")
+                    assert await bob.next() == {"from": "ann", "text": "hello across processes"}
