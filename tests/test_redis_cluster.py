@@ -9,16 +9,55 @@ import contextlib
 import random
 from collections.abc import AsyncIterator
 
+import pytest
 import trio
 from hub_members import backend, member, running, until
 from redis_cluster import NODE_TIMEOUT_MS, RedisClusterNodes, key_slot
 
-from trio_ws import Hub
+from trio_ws import Hub, RedisClusterBackend
+from trio_ws.app._redis_cluster_shard import ClusterTopology
+from trio_ws.app._redis_cluster_shard import key_slot as library_key_slot
+
+
+def test_a_rooms_channel_is_its_own_hash_tag_and_a_prefix_with_braces_is_refused() -> None:
+    assert RedisClusterBackend(prefix="chat:").channel("lobby") == "{chat:lobby}"
+    with pytest.raises(ValueError, match="prefix"):
+        RedisClusterBackend(prefix="chat{1}:")
+    with pytest.raises(ValueError, match="host:port"):
+        RedisClusterBackend(startup_nodes=["10.0.0.2"])
+
+
+def test_the_topology_gives_each_slot_its_online_primary() -> None:
+    def node(ip: bytes, role: bytes, health: bytes = b"online") -> dict[bytes, object]:
+        return {
+            b"ip": ip,
+            b"endpoint": ip,
+            b"port": 7000,
+            b"tls-port": 7100,
+            b"role": role,
+            b"health": health,
+        }
+
+    shards = [
+        {
+            b"slots": [0, 99, 200, 16383],
+            b"nodes": [node(b"10.0.0.1", b"master"), node(b"10.0.0.4", b"replica")],
+        },
+        {
+            b"slots": [100, 199],
+            b"nodes": [node(b"10.0.0.2", b"master", b"failed"), node(b"10.0.0.5", b"replica")],
+        },
+    ]
+    topology = ClusterTopology.from_shards(shards)
+    assert topology.owners[0] == topology.owners[99] == topology.owners[16383] == ("10.0.0.1", 7000)
+    assert topology.owners[100] is topology.owners[199] is None  # its primary failed: no owner yet
+    assert not topology.complete
+    assert topology.primaries == {("10.0.0.1", 7000)}
+    assert len(topology.nodes) == 4
+    assert ClusterTopology.from_shards(shards, tls=True).owners[0] == ("10.0.0.1", 7100)  # rediss://
 
 
 async def test_the_slot_of_a_name_is_the_one_redis_computes(redis_cluster: RedisClusterNodes) -> None:
-    from trio_ws.app._redis_cluster_shard import key_slot as library_key_slot
-
     rng = random.Random(7)
     names = ["", "{}", "{a", "a}", "}{a}", "{a}{b}", "{{a}}", "x{}y{z}", "€{é}", "trio_ws:room"]
     names += ["".join(rng.choice("ab{}:é€ ") for _ in range(rng.randrange(12))) for _ in range(150)]

@@ -90,6 +90,7 @@ class RedisClusterBackend:
         parts = urlsplit(url)
         self._scheme, self._credentials = parts.scheme, parts.netloc.rpartition("@")[0]
         self._query = parts.query
+        self._tls = parts.scheme == "rediss"
         self.startup_nodes = [(parts.hostname or "127.0.0.1", parts.port or 6379)]
         self.startup_nodes += [_address(node) for node in startup_nodes]
         self.prefix = prefix
@@ -237,10 +238,10 @@ class RedisClusterBackend:
             try:
                 with trio.fail_after(self.subscribe_timeout):
                     if shard is not None and shard.client is not None:
-                        return ClusterTopology.from_shards(await shard.client.cluster_shards())
+                        return ClusterTopology.from_shards(await shard.client.cluster_shards(), tls=self._tls)
                     url = self._node_url(address)
                     async with self._coredis.Redis.from_url(url, retry_policy=retry) as node:
-                        return ClusterTopology.from_shards(await node.cluster_shards())
+                        return ClusterTopology.from_shards(await node.cluster_shards(), tls=self._tls)
             except BaseException as exc:
                 logger.debug("Redis Cluster node %s:%d: %s", *address, _failure(exc))
         return None

@@ -114,9 +114,10 @@ class ClusterTopology:
         return {owner for owner in self.owners if owner is not None}
 
     @classmethod
-    def from_shards(cls, shards: Iterable[Mapping[Any, Any]]) -> ClusterTopology:
+    def from_shards(cls, shards: Iterable[Mapping[Any, Any]], *, tls: bool = False) -> ClusterTopology:
         """From the answer of ``CLUSTER SHARDS`` (Redis 7): a shard's slots belong to its primary
-        if that one is online."""
+        if that one is online; ``tls``: the nodes' TLS ports."""
+        port_keys = (b"tls-port", b"port") if tls else (b"port", b"tls-port")
         owners: list[Address | None] = [None] * SLOTS
         nodes = set()
         for shard in shards:
@@ -125,7 +126,8 @@ class ClusterTopology:
                 host = bytes(node.get(b"endpoint") or b"?")
                 if host in (b"", b"?"):
                     host = bytes(node[b"ip"])
-                address = (host.decode(), int(node.get(b"port") or node[b"tls-port"]))
+                port = next(node[key] for key in port_keys if node.get(key))
+                address = (host.decode(), int(port))
                 nodes.add(address)
                 if node[b"role"] == b"master" and node.get(b"health", b"online") == b"online":
                     primary = address
