@@ -69,13 +69,14 @@ class Member:
 
 
 @contextlib.asynccontextmanager
-async def member(hub: Hub, *rooms: str) -> AsyncIterator[Member]:
-    """A connection in ``rooms`` of ``hub`` for the block: entered once its join returned (so a
-    message published from then on reaches it); it leaves them at the end of the block."""
+async def member(hub: Hub, *rooms: str, info: Any = None) -> AsyncIterator[Member]:
+    """A connection in ``rooms`` of ``hub`` (with ``info`` in their presence) for the block: entered
+    once its join returned (so a message published from then on reaches it); it leaves them at the
+    end of the block."""
 
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
-        async with hub.subscribe(ws, *rooms):
+        async with hub.subscribe(ws, *rooms, info=info):
             await ws.send_text("in")
             async for _ in ws.iter_text():
                 pass

@@ -226,13 +226,14 @@ class RedisClusterNodes:
         return (await self.cli(port, "cluster", "myid")).strip()
 
     async def move_slot(self, slot: int, target: int) -> None:
-        """Move an empty ``slot`` to the primary on ``target`` (as resharding does: importing,
-        migrating, then the new owner announced to both ends)."""
+        """Move ``slot`` and its keys to the primary on ``target``, as resharding does: importing,
+        migrating, the keys (MIGRATE), then the new owner announced to both ends."""
         source = await self.owner(slot)
         source_id, target_id = await self.node_id(source), await self.node_id(target)
         await self.cli(target, "cluster", "setslot", str(slot), "importing", source_id)
         await self.cli(source, "cluster", "setslot", str(slot), "migrating", target_id)
-        assert not (await self.cli(source, "cluster", "getkeysinslot", str(slot), "10")).split()
+        while keys := (await self.cli(source, "cluster", "getkeysinslot", str(slot), "100")).split():
+            await self.cli(source, "migrate", "127.0.0.1", str(target), "", "0", "5000", "keys", *keys)
         await self.cli(target, "cluster", "setslot", str(slot), "node", target_id)
         await self.cli(source, "cluster", "setslot", str(slot), "node", target_id)
 

@@ -14,9 +14,10 @@ import trio
 from hub_members import backend, member, running, until
 from redis_cluster import NODE_TIMEOUT_MS, RedisClusterNodes, key_slot
 
-from trio_ws import Hub, RedisClusterBackend
-from trio_ws.app._redis_cluster_shard import ClusterTopology
-from trio_ws.app._redis_cluster_shard import key_slot as library_key_slot
+from trio_ws import Hub, RedisClusterBackend, StreamPosition, WebSocket
+from trio_ws.app._redis_cluster_topology import ClusterTopology
+from trio_ws.app._redis_cluster_topology import key_slot as library_key_slot
+from trio_ws.testing import open_test_client
 
 
 def test_a_rooms_channel_is_its_own_hash_tag_and_a_prefix_with_braces_is_refused() -> None:
@@ -243,3 +244,60 @@ async def test_the_health_check_notices_a_frozen_primary_and_its_return(
             await cluster_backend.ready.wait()
         await hub.publish(room, "taken too")
         assert hub.stats.publish_errors == 1
+
+
+async def keys_by_primary(cluster: RedisClusterNodes, tag: str) -> dict[int, set[str]]:
+    """Each primary's keys with the hash tag ``tag``."""
+    return {
+        port: {key for key in (await cluster.cli(port, "keys", "*")).split() if key.startswith(tag)}
+        for port in await cluster.primaries()
+    }
+
+
+async def test_a_rooms_history_lives_on_its_primary_and_a_member_of_another_process_recovers_it(
+    redis_cluster: RedisClusterNodes,
+) -> None:
+    hub_a, hub_b = (Hub(backend(redis_cluster), history_size=100, envelope=True) for _ in range(2))
+
+    async def handler(ws: WebSocket) -> None:  # a member of "story" on hub_b, from a position
+        await ws.accept()
+        since = StreamPosition.from_client(ws.query_params.get("offset"), ws.query_params.get("epoch"))
+        async with hub_b.subscribe(ws, "story", since=since):
+            async for _ in ws.iter_text():
+                pass
+
+    async with running(hub_a, hub_b):
+        async with open_test_client(handler) as ws:
+            epoch = (await ws.receive_json(timeout=10))["epoch"]
+            positions = [await hub_a.publish("story", f"m{i}") for i in range(1, 6)]
+            assert [position.offset for position in positions if position] == [1, 2, 3, 4, 5]
+            for i in range(1, 6):  # live, through the shard channel, with their offsets
+                envelope = {"room": "story", "offset": i, "epoch": epoch, "data": f"m{i}"}
+                assert await ws.receive_json(timeout=10) == envelope
+        owner = await redis_cluster.owner(key_slot("{trio_ws:story}"))
+        keys = await keys_by_primary(redis_cluster, "{trio_ws:story}")
+        assert {"{trio_ws:story}:history", "{trio_ws:story}:meta"} <= keys.pop(owner)
+        assert not any(keys.values())  # the room's keys are on its primary only
+        async with open_test_client(handler, query_string=f"offset=2&epoch={epoch}") as ws:
+            assert (await ws.receive_json(timeout=10))["recovered"] is True
+            assert [(await ws.receive_json(timeout=10))["data"] for _ in range(3)] == ["m3", "m4", "m5"]
+        assert hub_a.stats.publish_errors == hub_b.stats.publish_errors == 0
+
+
+async def test_presence_across_two_processes_lives_on_the_rooms_primary(
+    redis_cluster: RedisClusterNodes,
+) -> None:
+    hub_a, hub_b = Hub(backend(redis_cluster)), Hub(backend(redis_cluster))
+    async with (
+        running(hub_a, hub_b),
+        member(hub_a, "lobby", info={"user": "ann"}),
+        member(hub_b, "lobby", info={"user": "bob"}),
+    ):
+        for hub in (hub_a, hub_b):  # a join returns once its entry is written: no waiting
+            found = sorted(m.info["user"] for m in await hub.presence("lobby"))
+            assert found == ["ann", "bob"]
+            assert await hub.presence_count("lobby") == 2
+        owner = await redis_cluster.owner(key_slot("{trio_ws:lobby}"))
+        keys = await keys_by_primary(redis_cluster, "{trio_ws:lobby}")
+        assert keys.pop(owner) == {"{trio_ws:lobby}:presence", "{trio_ws:lobby}:presence:expiry"}
+        assert not any(keys.values())

@@ -4,65 +4,66 @@ optional extra ``trio-ws[redis]``), so a room's traffic touches only the shard t
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import trio
 
 from ..protocol import PreparedMessage
-from ._redis_cluster_shard import (
-    ClusterShard,
+from ._history import HistoryPage, StreamPosition
+from ._history_redis import RedisHistory, decode_message, encode_message
+from ._presence_redis import RedisPresence
+from ._redis_cluster_shard import ClusterShard
+from ._redis_cluster_topology import (
+    Address,
     ClusterTopology,
     channel_name,
-    decode_payload,
-    encode_payload,
+    failure,
     key_slot,
+    node_url,
+    parse_address,
 )
 
 if TYPE_CHECKING:
     from ._broadcast import Hub
 
-if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup
-
 __all__ = ["RedisClusterBackend"]
 
 logger = logging.getLogger("trio_ws.broadcast")
 
-Address = tuple[str, int]
+_T = TypeVar("_T")
 
 
 class RedisClusterBackend:
     """Rooms across processes and machines through a Redis Cluster's sharded pub/sub (Redis 7).
 
     A room's messages go through the shard channel ``{<prefix><room>}`` (SPUBLISH / SSUBSCRIBE):
-    its slot, and so the primary that carries its traffic, follows from the room's name, and a
-    room's other keys tagged ``{<prefix><room>}`` share that slot. A process subscribes, on the
-    primary serving each room, to the rooms it has members in (when the first local member joins;
-    it unsubscribes when the last one leaves; batched, one round trip per primary for a burst of
-    joins). ``url`` names one node of the cluster (``startup_nodes``, ``"host:port"`` strings, name
-    more, for a cluster whose first node may be down); the rest is discovered (``CLUSTER SHARDS``).
+    its slot, and so the primary that carries its traffic, follows from the room's name; the room's
+    history and presence keys carry the same hash tag, so they live in that slot too. A process
+    subscribes, on the primary serving each room, to the rooms it has members in (when the first
+    local member joins; it unsubscribes when the last one leaves; batched, one round trip per
+    primary for a burst of joins). ``url`` names one node of the cluster (``startup_nodes``,
+    ``"host:port"`` strings, name more, for a cluster whose first node may be down); the rest is
+    discovered (``CLUSTER SHARDS``).
 
-    Each primary has its own subscriber connection, health check and reconnection, so a primary's
-    failure stops only the rooms it serves. When a connection is lost, a slot leaves a node or a
-    subscription meets a MOVED, the topology is read again (every ``refresh_interval`` seconds
-    until every shard is back; every ``topology_interval`` otherwise) and the affected rooms are
-    subscribed on their new primary: after a primary is killed, its rooms come back once its
-    replica is promoted (see ``docs/scaling.md`` for the bound measured).
-
-    Messages are published on the primary the room's subscriptions are on (its own client), so a
-    publication that returned reached the node this process listens to for that room.
+    Each primary has its own subscriber connection, health check, reconnection and client (which
+    publishes, and runs the rooms' history and presence scripts there), so a primary's failure
+    stops only the rooms it serves. When a connection is lost, a slot leaves a node, or a command
+    meets a MOVED, the topology is read again (every ``refresh_interval`` seconds until every shard
+    is back; every ``topology_interval`` otherwise) and the affected rooms are subscribed on their
+    new primary: after a primary is killed, its rooms come back once its replica is promoted
+    (``docs/scaling.md`` gives the bound measured).
 
     ``ready`` is set while every slot has a primary and every primary's subscriber is connected,
     subscribed and answers its PINGs (every ``health_interval`` seconds, within
     ``health_timeout``). A publication fails at once (``ConnectionError``, never sent) while its
-    room's shard is not ready, so a failover costs its own rooms' publications only; one Redis does
-    not take within ``publish_timeout``, or whose connection is lost on its way, raises
-    ``TimeoutError`` (it may still be delivered) and marks its shard not ready until a PING is
-    answered. ``subscribe()`` returns once the room's primary confirmed the subscription, or after
-    ``subscribe_timeout``; reconnecting backs off up to ``max_delay`` seconds.
+    room's primary is not ready, so a failover costs its own rooms' publications only; one that
+    Redis does not take within ``publish_timeout``, or whose connection is lost on its way, raises
+    ``TimeoutError`` (it may still be delivered) and marks its primary not ready until a PING is
+    answered. ``subscribe()`` returns once the rooms' primaries confirmed the subscriptions, or
+    after ``subscribe_timeout``; reconnecting backs off up to ``max_delay`` seconds. History and
+    presence (``presence_ttl``, ``presence_interval``) work as with :class:`RedisBackend`.
     """
 
     def __init__(
@@ -71,6 +72,8 @@ class RedisClusterBackend:
         *,
         startup_nodes: Collection[str] = (),
         prefix: str = "trio_ws:",
+        presence_ttl: float = 30.0,
+        presence_interval: float = 10.0,
         publish_timeout: float = 1.0,
         subscribe_timeout: float = 2.0,
         health_interval: float = 1.0,
@@ -88,12 +91,13 @@ class RedisClusterBackend:
         self._coredis = coredis
         self.url = url
         parts = urlsplit(url)
-        self._scheme, self._credentials = parts.scheme, parts.netloc.rpartition("@")[0]
-        self._query = parts.query
-        self._tls = parts.scheme == "rediss"
         self.startup_nodes = [(parts.hostname or "127.0.0.1", parts.port or 6379)]
-        self.startup_nodes += [_address(node) for node in startup_nodes]
+        self.startup_nodes += [parse_address(node) for node in startup_nodes]
+        self._tls = parts.scheme == "rediss"
         self.prefix = prefix
+        self._history = RedisHistory(prefix, publish_command="SPUBLISH")
+        self._presence = RedisPresence(prefix, presence_ttl, presence_interval, publish_timeout)
+        self.presence_interval = presence_interval  #: between two rewrites of this process's entries
         self.publish_timeout = publish_timeout
         self.subscribe_timeout = subscribe_timeout
         self.health_interval = health_interval
@@ -142,9 +146,6 @@ class RedisClusterBackend:
         self._confirmed.set()
         self._confirmed = trio.Event()
 
-    def _refresh_soon(self) -> None:
-        self._stale.set()
-
     def _slot_moved(self, address: Address) -> None:
         self._moved.append(address)  # ask that node first: it knows where the slot went
         self._stale.set()
@@ -191,7 +192,7 @@ class RedisClusterBackend:
                 await self._listen(hub)
             except BaseException as exc:
                 logger.warning(
-                    "Redis Cluster listener: %s; reconnecting in %.1f s", _failure(exc), self._delay
+                    "Redis Cluster listener: %s; reconnecting in %.1f s", failure(exc), self._delay
                 )
             finally:
                 self._running = False
@@ -204,7 +205,12 @@ class RedisClusterBackend:
 
     async def _listen(self, hub: Hub) -> None:
         def deliver(room: str, data: bytes) -> None:
-            hub.deliver_local(room, decode_payload(data), remote=True)
+            decoded = decode_message(data)
+            if decoded is None:
+                logger.warning("a message not of trio_ws on room %r: dropped", room)
+                return
+            message, position, is_json = decoded
+            hub.deliver_local(room, message, remote=True, position=position, is_json=is_json)
 
         async with trio.open_nursery() as nursery:
             self._running = True
@@ -218,12 +224,6 @@ class RedisClusterBackend:
                 wait = self.topology_interval if self.ready.is_set() else self.refresh_interval
                 with trio.move_on_after(wait):
                     await self._stale.wait()
-
-    def _node_url(self, address: Address) -> str:
-        host = f"[{address[0]}]" if ":" in address[0] else address[0]
-        credentials = f"{self._credentials}@" if self._credentials else ""
-        query = f"?{self._query}" if self._query else ""
-        return f"{self._scheme}://{credentials}{host}:{address[1]}{query}"
 
     async def _discover(self) -> ClusterTopology | None:
         """The topology as the first node that answers tells it: a node that just dropped a
@@ -239,11 +239,11 @@ class RedisClusterBackend:
                 with trio.fail_after(self.subscribe_timeout):
                     if shard is not None and shard.client is not None:
                         return ClusterTopology.from_shards(await shard.client.cluster_shards(), tls=self._tls)
-                    url = self._node_url(address)
+                    url = node_url(self.url, address)
                     async with self._coredis.Redis.from_url(url, retry_policy=retry) as node:
                         return ClusterTopology.from_shards(await node.cluster_shards(), tls=self._tls)
             except BaseException as exc:
-                logger.debug("Redis Cluster node %s:%d: %s", *address, _failure(exc))
+                logger.debug("Redis Cluster node %s:%d: %s", *address, failure(exc))
         return None
 
     def _install(
@@ -262,7 +262,7 @@ class RedisClusterBackend:
             for address in primaries - self._shards.keys():
                 shard = ClusterShard(
                     address,
-                    self._node_url(address),
+                    node_url(self.url, address),
                     prefix=self.prefix,
                     rooms=self._rooms_for,
                     deliver=deliver,
@@ -289,14 +289,14 @@ class RedisClusterBackend:
                 try:
                     await shard.run(self._coredis)
                 except BaseException as exc:
-                    error = _failure(exc)
+                    error = failure(exc)
                     logger.warning(
                         "Redis Cluster node %s:%d: %s; reconnecting in %.1f s",
                         *shard.address,
                         error,
                         shard.delay,
                     )
-                    self._refresh_soon()
+                    self._stale.set()
                 finally:
                     shard.reset()
                 await trio.sleep(shard.delay)
@@ -304,19 +304,66 @@ class RedisClusterBackend:
 
     async def publish(self, room: str, message: PreparedMessage) -> None:
         """Publish to every hub with members in ``room`` (this one included). Raises
-        ``ConnectionError`` at once while the room's shard is not ready (nothing is sent),
-        ``TimeoutError`` if its primary does not take it within ``publish_timeout`` or the
-        connection is lost on its way (it may still be delivered later)."""
+        ``ConnectionError`` at once while the room's primary is not ready (nothing is sent),
+        ``TimeoutError`` if it does not take it within ``publish_timeout`` or the connection is
+        lost on its way (it may still be delivered later)."""
+        channel, data = self.channel(room), encode_message(message)
+        await self._command(room, lambda client: client.spublish(channel, data))
+
+    async def append(
+        self, room: str, message: PreparedMessage, *, is_json: bool, size: int, ttl: float
+    ) -> StreamPosition:
+        """Publish to ``room`` and keep the message in its history, in one step on the room's
+        primary (see :class:`HistoryBackend`); raises as :meth:`publish` does."""
+        history, channel = self._history, self.channel(room)
+        return await self._command(
+            room,
+            lambda client: history.append(
+                client, room, channel, message, is_json=is_json, size=size, ttl=ttl
+            ),
+        )
+
+    async def read(self, room: str, *, since: StreamPosition | None, limit: int, ttl: float) -> HistoryPage:
+        """Read ``room``'s history on its primary (see :class:`HistoryBackend`); raises as
+        :meth:`publish` does."""
+        history = self._history
+        return await self._command(
+            room, lambda client: history.read(client, room, since=since, limit=limit, ttl=ttl)
+        )
+
+    async def presence_update(
+        self, room: str, add: Mapping[str, str], remove: Collection[str]
+    ) -> list[tuple[str, str]]:
+        """Write and delete this process's entries of ``room``; return those that expired."""
+        return await self._presence.update(self._client_of(room), room, add, remove)
+
+    async def presence_entries(self, room: str) -> list[tuple[str, str]]:
+        """``room``'s entries that have not expired (client id, entry)."""
+        return await self._presence.entries(self._client_of(room), room)
+
+    async def presence_count(self, room: str) -> int:
+        """How many entries ``room`` has that have not expired."""
+        return await self._presence.count(self._client_of(room), room)
+
+    def _client_of(self, room: str) -> Any:
+        """The client of the primary serving ``room``, if it is ready."""
+        shard = self._shard_of(room)
+        return shard.client if shard is not None and shard.ready else None
+
+    async def _command(self, room: str, send: Callable[[Any], Awaitable[_T]]) -> _T:
+        """Run ``send(client)`` on the primary serving ``room``: ``ConnectionError`` at once while
+        it is not ready, ``TimeoutError`` (and not ready until a PING is answered) after
+        ``publish_timeout`` or a connection lost on the way."""
         shard = self._shard_of(room)
         client = None if shard is None else shard.client
         if shard is None or client is None or not shard.ready:
             await trio.lowlevel.checkpoint()
-            raise ConnectionError("the Redis Cluster shard of this room is not available (failing over?)")
+            raise ConnectionError("the Redis Cluster primary of this room is not available (failing over?)")
         try:
             with trio.fail_after(self.publish_timeout):
-                await client.spublish(channel_name(self.prefix, room), encode_payload(message))
+                return await send(client)
         except trio.TooSlowError:
-            shard.suspect()  # the next publications to this shard fail fast until a PING is answered
+            shard.suspect()  # the next commands to this primary fail fast until a PING is answered
             raise TimeoutError(
                 f"Redis did not take the publication within {self.publish_timeout} s"
                 " (it may still be delivered)"
@@ -328,31 +375,5 @@ class RedisClusterBackend:
             shard.suspect()
             raise TimeoutError(f"Redis Cluster: {exc} (it may have been delivered)") from exc
         except self._coredis.exceptions.MovedError:
-            self._refresh_soon()  # the slot moved: never delivered, and the topology is stale
+            self._stale.set()  # the slot moved: refused, and the topology is stale
             raise
-
-
-def _address(node: str) -> Address:
-    host, _, port = node.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"a startup node is 'host:port', not {node!r}")
-    return host.strip("[]"), int(port)
-
-
-def _failure(exc: BaseException) -> BaseException:
-    """What to log of a failure (a group's first leaf); a cancellation, or anything but an
-    ``Exception``, is raised again instead. coredis's own tasks can fail with a ConnectionError
-    next to our Cancelled (closing while Redis is away): the cancellation goes on alone."""
-    if isinstance(exc, BaseExceptionGroup):
-        cancelled: BaseException | None = exc.split(trio.Cancelled)[0]
-        while isinstance(cancelled, BaseExceptionGroup):
-            cancelled = cancelled.exceptions[0]
-        if cancelled is not None:
-            raise cancelled from None
-        if exc.split(Exception)[1] is not None:
-            raise exc
-        while isinstance(exc, BaseExceptionGroup):
-            exc = exc.exceptions[0]
-    elif not isinstance(exc, Exception):
-        raise exc
-    return exc

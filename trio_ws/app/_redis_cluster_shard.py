@@ -1,7 +1,6 @@
-"""The parts of :class:`RedisClusterBackend` that know one shard: the slot of a channel, which primary
-serves which slot (:class:`ClusterTopology`), and :class:`ClusterShard`, which keeps one connection to
-one primary subscribed (SSUBSCRIBE) to the channels of that primary's rooms, and a client to publish
-there.
+"""One primary of a Redis Cluster for :class:`RedisClusterBackend`: :class:`ClusterShard` keeps one
+connection to it subscribed (SSUBSCRIBE) to the channels of the rooms it serves, checks its health,
+and holds a client for what else goes there (publications, the rooms' history and presence).
 
 Why not coredis's ``RedisCluster`` and its ``sharded_pubsub()`` (coredis 6.9, checked on trio):
 
@@ -27,114 +26,16 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, final
 
-import attrs
 import trio
 
-from ..protocol import PreparedMessage
+from ._redis_cluster_topology import Address, channel_name, key_slot, room_name
 
-__all__ = [
-    "SLOTS",
-    "ClusterShard",
-    "ClusterTopology",
-    "channel_name",
-    "decode_payload",
-    "encode_payload",
-    "key_slot",
-    "room_name",
-]
+__all__ = ["ClusterShard"]
 
 logger = logging.getLogger("trio_ws.broadcast")
-
-SLOTS = 16384  #: hash slots of a Redis Cluster
-
-Address = tuple[str, int]
-
-
-def _crc16_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-        table.append(crc & 0xFFFF)
-    return table
-
-
-_CRC16 = _crc16_table()
-
-
-def key_slot(key: bytes) -> int:
-    """The cluster slot of ``key``: CRC16 (XMODEM) of its hash tag (the part between the first
-    ``{`` and the next ``}``, if not empty) or of the whole key, modulo 16384."""
-    start = key.find(b"{")
-    if start != -1:
-        end = key.find(b"}", start + 1)
-        if end > start + 1:
-            key = key[start + 1 : end]
-    crc = 0
-    for byte in key:
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
-    return crc % SLOTS
-
-
-def channel_name(prefix: str, room: str) -> bytes:
-    """A room's shard channel, ``{<prefix><room>}``: its hash tag is the whole name, so the room's
-    other keys tagged ``{<prefix><room>}`` (its history) live in the same slot."""
-    return ("{" + prefix + room + "}").encode()
-
-
-def room_name(prefix: str, channel: bytes) -> str:
-    """The room of a channel :func:`channel_name` made."""
-    return channel[len(prefix.encode()) + 1 : -1].decode("utf-8", "replace")
-
-
-def encode_payload(message: PreparedMessage) -> bytes:
-    """A message as published: one byte for its type (``t`` text, ``b`` binary), then its payload."""
-    return (b"t" if message.is_text else b"b") + message.payload
-
-
-def decode_payload(data: bytes) -> PreparedMessage:
-    """The message :func:`encode_payload` made."""
-    return PreparedMessage(data[1:].decode("utf-8") if data[:1] == b"t" else data[1:])
-
-
-@attrs.frozen
-class ClusterTopology:
-    """Which primary serves each slot (``None``: no primary that answers), and every node seen."""
-
-    owners: tuple[Address | None, ...] = (None,) * SLOTS
-    nodes: frozenset[Address] = frozenset()
-    complete: bool = False  #: every slot has a primary
-
-    @property
-    def primaries(self) -> set[Address]:
-        return {owner for owner in self.owners if owner is not None}
-
-    @classmethod
-    def from_shards(cls, shards: Iterable[Mapping[Any, Any]], *, tls: bool = False) -> ClusterTopology:
-        """From the answer of ``CLUSTER SHARDS`` (Redis 7): a shard's slots belong to its primary
-        if that one is online; ``tls``: the nodes' TLS ports."""
-        port_keys = (b"tls-port", b"port") if tls else (b"port", b"tls-port")
-        owners: list[Address | None] = [None] * SLOTS
-        nodes = set()
-        for shard in shards:
-            primary = None
-            for node in shard[b"nodes"]:
-                host = bytes(node.get(b"endpoint") or b"?")
-                if host in (b"", b"?"):
-                    host = bytes(node[b"ip"])
-                port = next(node[key] for key in port_keys if node.get(key))
-                address = (host.decode(), int(port))
-                nodes.add(address)
-                if node[b"role"] == b"master" and node.get(b"health", b"online") == b"online":
-                    primary = address
-            slots = [int(value) for value in shard[b"slots"]]
-            for low, high in zip(slots[::2], slots[1::2], strict=True):
-                owners[low : high + 1] = [primary] * (high - low + 1)
-        return cls(tuple(owners), frozenset(nodes), None not in owners)
 
 
 def _by_slot(prefix: str, rooms: Iterable[str]) -> list[list[bytes]]:
