@@ -1,9 +1,9 @@
-"""Shared by the tests: the tests folder on sys.path (for ``helpers``), TLS fixtures, and a
-redis-server of each test's own."""
+"""Shared by the tests: the tests folder on sys.path (for ``helpers``), TLS fixtures, a
+redis-server of each test's own, and a Redis Cluster of each test module's own."""
 
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import trustme
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import free_port
+from redis_cluster import RedisClusterNodes
 from redis_server import Redis
 
 
@@ -51,3 +52,23 @@ async def redis() -> AsyncIterator[Redis]:
                 server.thaw()  # (a test may leave it frozen)
                 await server.stop()
             nursery.cancel_scope.cancel()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster_nodes() -> Iterator[RedisClusterNodes]:
+    """A Redis Cluster of six redis-server processes (three primaries, one replica each) for a test
+    module: it takes about two seconds to start. Use ``redis_cluster``."""
+    nodes = RedisClusterNodes()
+    try:
+        trio.run(nodes.start)
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+@pytest.fixture
+async def redis_cluster(redis_cluster_nodes: RedisClusterNodes) -> RedisClusterNodes:
+    """The module's Redis Cluster, healed first: a node an earlier test killed is started again (it
+    rejoins as a replica), every replica is in sync and the cluster is ok."""
+    await redis_cluster_nodes.wait_healthy()
+    return redis_cluster_nodes

@@ -19,6 +19,7 @@ from ._history import HistoryBackend, HistoryPage, Publication, Recovery, Stream
 from ._metrics import Metrics
 from ._presence import Member, PresenceBackend, PresenceUnavailable
 from ._redis import RedisBackend
+from ._redis_cluster import RedisClusterBackend
 from ._routing import Route, Router
 from ._run import listen_error, run, server_urls, shutdown_signals
 from ._security import RateLimit, SecurityPolicy, origin_allowed, rate_limit
@@ -49,6 +50,7 @@ __all__ = [
     "RateLimit",
     "Recovery",
     "RedisBackend",
+    "RedisClusterBackend",
     "Route",
     "Router",
     "SecurityPolicy",
