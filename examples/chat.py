@@ -23,8 +23,6 @@ import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import trio
-
 import trio_ws
 from trio_ws import (
     HTTPResponse,
@@ -193,7 +191,8 @@ function receive(message) {
     if (message.presence === "join") members.set(message.client_id, who);
     else members.delete(message.client_id);
     showMembers();
-    show({from: "server", text: message.presence === "join" ? `${who} joined ${message.room}` : `${who} left`});
+    const text = message.presence === "join" ? `${who} joined ${message.room}` : `${who} left`;
+    show({from: "server", text});
   } else {
     show(message);
   }
