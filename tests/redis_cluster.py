@@ -149,6 +149,14 @@ class RedisClusterNodes:
     def thaw(self, port: int) -> None:
         self.processes[port].send_signal(signal.SIGCONT)
 
+    async def cut_off(self, replica: int, primary: int) -> None:
+        """Nothing the primary on ``primary`` takes from now on reaches its replica on ``replica``:
+        the replica is frozen (``thaw`` it), and the primary drops its replication link meanwhile.
+        (Freezing alone is not enough: what the primary sends waits in the frozen replica's socket,
+        and the replica reads it once thawed, even after the primary died.)"""
+        self.freeze(replica)
+        assert (await self.cli(primary, "client", "kill", "type", "replica")).strip() == "1"
+
     def running(self, port: int) -> bool:
         return self.processes[port].poll() is None
 
@@ -157,6 +165,16 @@ class RedisClusterNodes:
             [self.cli_binary, "-p", str(port), *args], capture_stdout=True, capture_stderr=True, check=check
         )
         return result.stdout.decode("utf-8", "replace")
+
+    async def replicated(self, port: int, tag: str, timeout_ms: int = 2000) -> int:
+        """How many replicas have everything the primary on ``port`` has taken so far: one write of
+        this connection (a key with the hash tag ``tag``, so in a slot of that primary), then
+        ``WAIT 1 timeout_ms`` on the same connection (WAIT waits for its own client's writes)."""
+        commands = f"INCR {tag}:fence\nWAIT 1 {timeout_ms}\n".encode()
+        result = await trio.run_process(
+            [self.cli_binary, "-p", str(port)], stdin=commands, capture_stdout=True, capture_stderr=True
+        )
+        return int(result.stdout.split()[-1])
 
     async def info(self, port: int) -> dict[str, str]:
         lines = (await self.cli(port, "cluster", "info")).splitlines()
