@@ -207,7 +207,9 @@ class RedisClusterNodes:
         seen = await self.nodes(primary)
         ids = {fields[0]: int(fields[1].split("@")[0].rsplit(":", 1)[1]) for fields in seen}
         own = next(fields[0] for fields in seen if "myself" in fields[2])
-        return next(ids[fields[0]] for fields in seen if fields[3] == own)
+        found = [ids[fields[0]] for fields in seen if fields[3] == own]
+        assert found, f"the primary on {primary} knows no replica of its own"
+        return found[0]
 
     async def one_room_per_primary(self, stem: str) -> dict[int, str]:
         """A room named ``<stem><n>`` (channel ``{trio_ws:<room>}``) on each primary: port -> room."""
@@ -262,14 +264,21 @@ class RedisClusterNodes:
                 await self.cli(port, "config", "set", name, value)
 
     async def wait_healthy(self) -> None:
-        """Until every node runs, says ``cluster_state:ok`` and knows six nodes, none failed, and
-        every replica is in sync with its primary (else it could not be promoted)."""
+        """Until every node runs, says ``cluster_state:ok`` and knows six nodes, none failed, every
+        primary knows its replica, and every replica takes its primary's writes (else it could not
+        be promoted with them). The last is a write and a WAIT on each primary: a replica that was
+        just synchronised again says its link is up, but its primary starts streaming its writes to
+        it only at its first acknowledgement, up to a second later."""
         with trio.fail_after(30):
             for port in self.ports:
                 if not self.running(port):
                     self.launch(port)
             while not await self._healthy():  # noqa: ASYNC110 - other processes' state
                 await trio.sleep(POLL)
+            for port in await self.primaries():
+                tag = "{trio_ws:" + await self.room_on(port, "fence") + "}"
+                while await self.replicated(port, tag, timeout_ms=200) != 1:  # WAIT: the poll's pause
+                    pass
 
     async def _healthy(self) -> bool:
         for port in self.ports:
@@ -286,7 +295,14 @@ class RedisClusterNodes:
             if "role:slave" in replication and "master_link_status:up" not in replication:
                 return False
         masters = await self.primaries()
-        return len(masters) == len(self.ports) // 2 and all(masters.values())
+        if len(masters) != len(self.ports) // 2 or not all(masters.values()):
+            return False
+        for port in masters:  # each primary's own view names its replica
+            seen = await self.nodes(port)
+            own = next(fields[0] for fields in seen if "myself" in fields[2])
+            if not any(fields[3] == own for fields in seen):
+                return False
+        return True
 
     async def wait_promoted(self, replica: int) -> None:
         """Until the node on ``replica`` is a primary that serves slots, and the cluster is ok."""

@@ -142,7 +142,7 @@ async def run_command(
             return await send(client)
     except trio.TooSlowError:
         suspect()
-        raise TimeoutError(f"Redis did not answer within {within} s (it may still take it)") from None
+        raise TimeoutError(f"Redis did not answer within {within} s (it may still be delivered)") from None
     except coredis.exceptions.BusyLoadingError as exc:
         suspect()
         raise ConnectionError("Redis is loading its data: refused") from exc
@@ -152,7 +152,7 @@ async def run_command(
         await trio.lowlevel.checkpoint_if_cancelled()
         suspect()
         raise TimeoutError(
-            f"the connection to Redis failed on the way: {exc} (it may have been taken)"
+            f"the connection to Redis failed on the way: {exc} (it may have been delivered)"
         ) from exc
 
 
