@@ -3,7 +3,8 @@
     python -m bench.bench_budget                      # this checkout
     python -m bench.bench_budget --baseline DIR       # and the one in DIR, side by side
 
-For each scenario (a size and a window of messages in flight) the echo server of
+For each scenario (a size, and how many messages the client sends at once before it waits for
+their echoes) the echo server of
 ``bench/_budget_server.py`` (trio_ws, compression and keepalive off) is driven over one connection
 three times:
 
@@ -16,8 +17,7 @@ three times:
   message. At 64 KiB, the bytes divided by the payload say how many payload-sized buffers a message
   costs: each is a copy of the payload (or a buffer it is read into).
 
-The figures are counts, not times: they do not move with the machine's load (except that a slower
-server batches more messages per read when several are in flight).
+The figures are counts, not times: they do not move with the machine's load.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .bench_echo import ROOT, close, frames, handshake, take_echoes
 from .bench_instructions import free_port
 
 SERVER = Path(__file__).resolve().parent / "_budget_server.py"
-#: (payload bytes, messages in flight, messages)
+#: (payload bytes, messages sent at once, messages)
 SCENARIOS = [(16, 1, 2000), (16, 64, 20000), (65536, 1, 500), (65536, 16, 2000), (1 << 20, 2, 100)]
 DHAT_TOTAL = re.compile(rb"Total:\s+([\d,]+) bytes in ([\d,]+) blocks")
 
@@ -60,23 +60,22 @@ def launch(
     return proc
 
 
-def drive(sock: socket.socket, size: int, in_flight: int, messages: int) -> None:
-    """Exactly ``messages`` echoes, ``in_flight`` at a time."""
+def drive(sock: socket.socket, size: int, burst: int, messages: int) -> None:
+    """Exactly ``messages`` echoes, in bursts: ``burst`` frames in one write, then their echoes
+    (so that every run batches alike, whatever the server's speed)."""
     frame, expected = frames(size)
-    first = min(in_flight, messages)
-    sock.sendall(frame * first)
-    sent, done, buf = first, 0, bytearray()
+    done, buf = 0, bytearray()
     while done < messages:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise RuntimeError("the server closed the connection")
-        buf += chunk
-        if n := take_echoes(buf, expected):
-            done += n
-            more = min(n, messages - sent)
-            if more:
-                sock.sendall(frame * more)
-                sent += more
+        n = min(burst, messages - done)
+        sock.sendall(frame * n)
+        got = 0
+        while got < n:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise RuntimeError("the server closed the connection")
+            buf += chunk
+            got += take_echoes(buf, expected)
+        done += n
 
 
 def steps(checkout: Path, size: int, in_flight: int, messages: int) -> dict[str, float]:
@@ -177,7 +176,7 @@ def main() -> None:
         sys.exit("allocations need valgrind (Debian: apt install valgrind)")
     for size, in_flight, messages in SCENARIOS:
         messages = max(1, int(messages * args.scale))
-        title = f"echo {size:,} B, {in_flight} in flight ({messages:,} messages)"
+        title = f"echo {size:,} B, {in_flight} at a time ({messages:,} messages)"
         for label, checkout in checkouts.items():
             print(f"## {title}: {label} ({checkout})", flush=True)
             if "steps" in kinds:

@@ -31,6 +31,12 @@ BINARY, TEXT, CONT = 2, 1, 0
 requires_gather = pytest.mark.skipif(PayloadBuffer is None, reason="the C speedup is not built")
 
 
+def test_the_c_speedup_here_gathers_payloads() -> None:
+    """The test environment builds the extension (see test_writer.py), and this build of it has
+    ``PayloadBuffer`` (an older build falls back to joining pieces: rebuild it, see protocol.md)."""
+    assert PayloadBuffer is not None
+
+
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     return [data[a:b] for a, b in itertools.pairwise(points) if b > a]

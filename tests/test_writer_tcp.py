@@ -174,3 +174,35 @@ async def test_a_writer_cancelled_with_part_of_a_frame_out_is_broken() -> None:
     assert writer.pending == 0
     stream.socket.close()
     right.close()
+
+
+async def test_flushed_and_the_writer_task_never_write_at_once() -> None:
+    """flushed() from another task (a close) writes the outbox while the writer task it started
+    is yet to run: the writer task leaves it to flushed() (two tasks waiting to write on one
+    socket would be refused), and everything arrives once, in order."""
+    left, right = trio.socket.socketpair()
+    stream, peer = trio.SocketStream(left), trio.SocketStream(right)
+    head, payload = b"H" * 16, os.urandom(1 << 23)
+    received = bytearray()
+    done = trio.Event()
+
+    async def read_all(n: int) -> None:
+        while len(received) < n:
+            received.extend(await peer.receive_some(1 << 20))
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        writer = Writer(stream, nursery, 2**30, 2**29)
+        writer.write(head, payload)  # the socket takes part; the writer task is started
+        assert writer.pending
+        nursery.start_soon(read_all, len(head) + len(payload) + 4)
+        await writer.flushed()  # (this task writes the rest, before the writer task runs)
+        assert writer.pending == 0
+        writer.write(b"tail")  # at once: nothing is queued
+        assert writer.pending == 0
+        await done.wait()
+        nursery.cancel_scope.cancel()  # (the writer task would end after a quiet period)
+    assert received == head + payload + b"tail"
+    assert not writer.broken
+    await stream.aclose()
+    await peer.aclose()

@@ -146,7 +146,7 @@ class Writer:
         if self.broken:
             return
         frames = self._frames
-        if not frames and self._socket is not None and not self._sending and not self._direct:
+        if not (frames or self._socket is None or self._sending or self._direct or self.closed):
             waiting = self.waiting_input
             if waiting is None or not len(waiting):
                 self._write_now(data, payload, start)
@@ -304,7 +304,7 @@ class Writer:
     async def _write_queued(self) -> bool:
         """Wait for frames and write them (the writer task's round); ``False`` once broken."""
         frames = self._frames
-        if not frames:
+        if not frames or self._sending:  # (a flushed() writing them writes what comes too)
             self._parked = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort)
             return True
