@@ -206,3 +206,42 @@ async def test_flushed_and_the_writer_task_never_write_at_once() -> None:
     assert not writer.broken
     await stream.aclose()
     await peer.aclose()
+
+
+async def test_a_writer_task_cancelled_while_flushed_writes_breaks_nothing() -> None:
+    """The connection's tasks are cancelled (its end) while a close's flushed() writes the outbox
+    and the writer task waits for it: the writer task had nothing on the wire, so the stream is
+    whole and the rest (the close frame, say) still goes out."""
+    left, right = trio.socket.socketpair()
+    stream, peer = trio.SocketStream(left), trio.SocketStream(right)
+    head, payload = b"H" * 16, os.urandom(1 << 23)
+    received = bytearray()
+    flushed = trio.Event()
+    cancel_tasks = trio.CancelScope()
+
+    async def tasks_home(task_status: trio.TaskStatus[trio.Nursery]) -> None:
+        with cancel_tasks:
+            async with trio.open_nursery() as home:
+                task_status.started(home)
+                await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        writer = Writer(stream, await nursery.start(tasks_home), 2**30, 2**29)
+
+        async def close() -> None:
+            writer.write(head, payload)  # the socket takes part; the writer task is started
+            await writer.flushed()  # (writes the rest from here, before the writer task runs)
+            flushed.set()
+
+        nursery.start_soon(close)
+        await trio.testing.wait_all_tasks_blocked()
+        cancel_tasks.cancel()  # the writer task, waiting for flushed(), is cancelled
+        await trio.testing.wait_all_tasks_blocked()
+        assert not writer.broken
+        while len(received) < len(head) + len(payload):
+            received.extend(await peer.receive_some(1 << 20))
+        await flushed.wait()
+    assert received == head + payload
+    assert not writer.broken
+    await stream.aclose()
+    await peer.aclose()

@@ -297,9 +297,9 @@ class Writer:
                     self._running = False  # quiet: the next frame that must wait starts a task
                     return
         except BaseException:
-            if self._frames and self._socket is not None:
-                self.mark_broken()  # cancelled with part of a frame written, perhaps
-            raise
+            if self._frames and self._socket is not None and not self._sending:
+                self.mark_broken()  # cancelled writing, with part of a frame out perhaps
+            raise  # (while it waited for a flushed() that writes, the stream is whole)
 
     async def _write_queued(self) -> bool:
         """Wait for frames and write them (the writer task's round); ``False`` once broken."""

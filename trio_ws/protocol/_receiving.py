@@ -96,7 +96,7 @@ class FrameReceiving(FrameSending):
         """About how much memory the message in progress holds: bytes received and not yet parsed,
         and the pieces of an unfinished message so far (after decompression)."""
         gather = self._gather
-        return len(self._buf) + self._parts_held + (0 if gather is None else gather.capacity)
+        return len(self._buf) + self._parts_held + (0 if gather is None else gather.filled)
 
     # ------------------------------------------------- hooks of the connection
 
