@@ -15,7 +15,7 @@ import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "tests" / "apps"
-SERVING = re.compile(rb"serving \S+ on (wss?)://(\[[^\]]+\]|[^:\s]+):(\d+)[^(\n]* \(pid (\d+)\)")
+SERVING = re.compile(rb"serving \S+ on (wss?|https?)://(\[[^\]]+\]|[^:\s]+):(\d+)[^(\n]* \(pid (\d+)\)")
 SERVING_ANYWHERE = re.compile(rb"serving \S+ on (\S+?),? .*?\(pid (\d+)\)")
 HANDSHAKE = (
     b"GET /pid HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

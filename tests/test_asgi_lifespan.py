@@ -141,3 +141,33 @@ async def test_bad_settings_are_refused_before_anything_starts(
         async with open_asgi_server(app, "127.0.0.1", 0, **settings):
             pass
     assert events == []
+
+
+async def test_lifespan_messages_out_of_turn_raise_in_the_app() -> None:
+    raised: list[str] = []
+
+    async def attempt(send: Send, message: Message) -> None:
+        try:
+            await send(message)
+        except RuntimeError as exc:
+            raised.append(str(exc))
+        else:
+            raised.append(f"nothing for {message['type']}")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "lifespan"
+        assert (await receive())["type"] == "lifespan.startup"
+        await attempt(send, {"type": "lifespan.shutdown.complete"})  # (the startup is not answered)
+        await attempt(send, {"type": "http.response.start", "status": 200})
+        await send({"type": "lifespan.startup.complete"})
+        await attempt(send, {"type": "lifespan.startup.complete"})  # (answered already)
+        assert (await receive())["type"] == "lifespan.shutdown"
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async with open_asgi_server(app, listeners=[], lifespan="on"):
+        pass
+    assert raised == [
+        "expected lifespan.startup.complete or lifespan.startup.failed, got 'lifespan.shutdown.complete'",
+        "expected lifespan.startup.complete or lifespan.startup.failed, got 'http.response.start'",
+        "expected lifespan.shutdown.complete or lifespan.shutdown.failed, got 'lifespan.startup.complete'",
+    ]

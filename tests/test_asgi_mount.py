@@ -471,6 +471,6 @@ async def test_an_event_out_of_place_from_the_asgi_server_drops_the_connection_w
             await call.put({"type": "http.request", "body": b""})
         assert call.error is None
     assert seen == [1006]
-    assert [r.getMessage() for r in caplog.records] == [
-        "ASGI server sent 'http.request' on a websocket connection; connection dropped"
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("trio_ws.asgi", "ASGI server sent 'http.request' on a websocket connection; connection dropped")
     ]

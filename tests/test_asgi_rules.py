@@ -73,6 +73,30 @@ async def both_text_and_bytes(receive: Receive, send: Send) -> None:
     await send(TEXT)
 
 
+async def text_as_bytes(receive: Receive, send: Send) -> None:
+    await send(ACCEPT)
+    await expect_error("/text-as-bytes", send({"type": "websocket.send", "text": b"a"}))
+    await send(TEXT)
+
+
+async def bytes_as_str(receive: Receive, send: Send) -> None:
+    await send(ACCEPT)
+    await expect_error("/bytes-as-str", send({"type": "websocket.send", "bytes": "a"}))
+    await send(TEXT)
+
+
+async def accept_with_str_headers(receive: Receive, send: Send) -> None:
+    await expect_error("/accept-with-str-headers", send({**ACCEPT, "headers": [("x-a", "1")]}))
+    await send(ACCEPT)
+    await send(TEXT)
+
+
+async def close_with_str_code(receive: Receive, send: Send) -> None:
+    await send(ACCEPT)
+    await expect_error("/close-with-str-code", send({**CLOSE, "code": "1000"}))
+    await send(TEXT)
+
+
 async def send_after_close(receive: Receive, send: Send) -> None:
     await send(ACCEPT)
     await send(TEXT)
@@ -94,6 +118,12 @@ async def receive_after_disconnect(receive: Receive, send: Send) -> None:
     while (await receive())["type"] != "websocket.disconnect":
         pass
     await expect_error("/receive-after-disconnect", receive())
+
+
+async def denial_with_str_headers(receive: Receive, send: Send) -> None:
+    await expect_error("/denial-with-str-headers", send({**START, "headers": [("x-a", "1")]}))
+    await send(START)
+    await send(BODY)
 
 
 async def body_before_start(receive: Receive, send: Send) -> None:
@@ -133,9 +163,22 @@ ANSWERING = {
     "/unknown-after-accept": unknown_after_accept,
     "/neither-text-nor-bytes": neither_text_nor_bytes,
     "/both-text-and-bytes": both_text_and_bytes,
+    "/text-as-bytes": text_as_bytes,
+    "/bytes-as-str": bytes_as_str,
+    "/accept-with-str-headers": accept_with_str_headers,
+    "/close-with-str-code": close_with_str_code,
     "/send-after-close": send_after_close,
     "/close-after-close": close_after_close,
     "/receive-after-disconnect": receive_after_disconnect,
+}
+#: Scenarios whose message is malformed (ValueError), not out of turn (RuntimeError).
+MALFORMED = {
+    "/neither-text-nor-bytes",
+    "/both-text-and-bytes",
+    "/text-as-bytes",
+    "/bytes-as-str",
+    "/accept-with-str-headers",
+    "/close-with-str-code",
 }
 #: Scenarios that end in the denial response (403, "no").
 DENYING = {
@@ -143,6 +186,7 @@ DENYING = {
     "/accept-while-responding": accept_while_responding,
     "/accept-after-denial": accept_after_denial,
     "/denial-with-200": denial_with_200,
+    "/denial-with-str-headers": denial_with_str_headers,
 }
 SCENARIOS: dict[str, Scenario] = {**ANSWERING, **DENYING, "/accept-after-refusal": accept_after_refusal}
 
@@ -167,7 +211,7 @@ async def test_a_message_out_of_turn_raises_in_the_app_and_the_connection_goes_o
             with pytest.raises(WebSocketDisconnect):
                 await ws.receive_text()
     # (leaving the block waited for the application: it is done)
-    expected = "ValueError" if "text" in path else "RuntimeError"
+    expected = "ValueError" if path in MALFORMED else "RuntimeError"
     assert RAISED[path][0] == expected, RAISED[path]
 
 
@@ -179,7 +223,7 @@ async def test_a_message_out_of_turn_while_denying_raises_and_the_denial_goes_ou
             async with open_websocket("127.0.0.1", server.port, path):
                 pass
     assert (refused.value.status, refused.value.body) == (403, b"no")
-    assert RAISED[path][0] == "RuntimeError", RAISED[path]
+    assert RAISED[path][0] == ("ValueError" if "str-headers" in path else "RuntimeError"), RAISED[path]
 
 
 async def test_a_message_after_a_refusal_raises() -> None:
@@ -328,6 +372,38 @@ async def test_send_once_the_client_is_gone_raises_an_oserror() -> None:
     ):
         await ws.close(4000, "bye")
     assert isinstance(raised[0], ClientDisconnected)
+
+
+@pytest.mark.parametrize("how", ["close-frame", "dropped"])
+async def test_websocket_close_once_the_client_is_gone_raises_client_disconnected(how: str) -> None:
+    raised: list[BaseException | None] = []
+
+    async def one(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await send(ACCEPT)
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        try:
+            await send(CLOSE)
+        except OSError as exc:
+            raised.append(exc)
+        else:
+            raised.append(None)
+
+    async with open_asgi_server(one, listeners=[], lifespan="off") as server, trio.open_nursery() as nursery:
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        nursery.start_soon(server.serve_stream, server_stream)
+        handshake = await connect_websocket(client_stream, "x", "/", WebSocketOptions())
+        async with run_client(handshake) as ws:
+            if how == "close-frame":
+                await ws.close(4000, "bye")
+            else:
+                await client_stream.aclose()
+        with trio.fail_after(5):
+            await server.aclose()
+    (error,) = raised
+    assert isinstance(error, ClientDisconnected), error
 
 
 async def test_an_app_still_running_after_its_connection_closed_is_cancelled(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,7 @@ from starlette.endpoints import WebSocketEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.trio.client import connect
 
 from trio_ws import HandshakeRejected, Router, WebSocketServer, open_websocket
@@ -102,6 +103,21 @@ async def guarded(websocket: WebSocket) -> None:
     await websocket.close(4003, "enough")
 
 
+async def late_close(websocket: WebSocket) -> None:
+    """Closes once the client is gone: Starlette turns the server's OSError into its
+    ``WebSocketDisconnect`` (1006), which this endpoint lets through."""
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.receive_text()
+    except WebSocketDisconnect:
+        try:
+            await websocket.close()
+        except WebSocketDisconnect as exc:
+            record(f"close raised {exc.code}")
+            raise
+
+
 class Shouter(WebSocketEndpoint):
     encoding = "text"
 
@@ -123,6 +139,7 @@ app = Starlette(
         WebSocketRoute("/echo", echo),
         WebSocketRoute("/guarded", guarded),
         WebSocketRoute("/shout", Shouter),
+        WebSocketRoute("/late-close", late_close),
     ],
     lifespan=lifespan,
 )
@@ -198,6 +215,19 @@ async def test_websocket_endpoint_close_codes_both_ways(server: WebSocketServer)
         assert await ws.recv() == "HI"
         await ws.aclose(4002, "client leaves")
     await seen("shouter closed 4002")
+
+
+async def test_a_close_once_the_client_is_gone_raises_in_starlette_and_is_one_quiet_line(
+    server: WebSocketServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_ws")
+    async with connect(f"ws://127.0.0.1:{server.port}/late-close") as ws:
+        await ws.send("hi")
+    await seen("close raised 1006")
+    await server.aclose()  # (the handler is done)
+    assert [r for r in caplog.records if r.exc_info] == []
+    (line,) = [r.getMessage() for r in caplog.records if "once the client was gone" in r.getMessage()]
+    assert "WebSocketDisconnect" in line
 
 
 async def test_a_denial_response_refuses_the_handshake_with_its_status_and_body(

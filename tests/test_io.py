@@ -3,14 +3,27 @@ stream's methods."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import threading
 
 import pytest
 import trio
 import trio.testing
 
-from trio_ws.connection._io import close_socket, receive_some, send_all
+from trio_ws.connection._io import (
+    close_socket,
+    consume,
+    read_buffer,
+    read_now,
+    receive_some,
+    send_all,
+    socket_of,
+    write_now,
+)
+
+posix = pytest.mark.skipif(not hasattr(os, "writev"), reason="readv/writev are POSIX")
 
 
 async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
@@ -90,3 +103,76 @@ async def test_close_socket_closes_a_tcp_stream_at_once_and_leaves_others_to_acl
     assert not close_socket(left)
     await left.aclose()
     await right.aclose()
+
+
+@posix
+async def test_read_now_and_write_now_never_wait() -> None:
+    """The POSIX short path: ``None`` / ``0`` when the socket has nothing to give or no room,
+    gathered writes in order, and the same errors as the stream's methods."""
+    client, server = await tcp_pair()
+    sock, peer = socket_of(server), socket_of(client)
+    assert sock is not None
+    assert peer is not None
+    buffer = memoryview(bytearray(100))
+    assert read_now(sock, buffer) is None  # nothing yet
+    assert write_now(peer, [b"head", memoryview(b"--payload--")[2:-2], b"!"]) == 12
+    await trio.lowlevel.wait_readable(sock)
+    assert read_now(sock, buffer) == 12
+    assert bytes(buffer[:12]) == b"headpayload!"
+    written = 0
+    while n := write_now(peer, [bytes(1 << 20)]):  # the peer does not read: the socket fills up
+        written += n
+    assert written > 0
+    await client.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        write_now(peer, [b"x"])
+    with pytest.raises(trio.ClosedResourceError):
+        read_now(peer, buffer)
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await server.aclose()
+
+
+@posix
+async def test_a_reset_seen_by_read_now_is_a_broken_resource() -> None:
+    client, server = await tcp_pair()
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await server.aclose()
+    sock = socket_of(client)
+    assert sock is not None
+    await trio.lowlevel.wait_readable(sock)
+    with pytest.raises(trio.BrokenResourceError) as info:
+        read_now(sock, memoryview(bytearray(10)))
+    assert isinstance(info.value.__cause__, ConnectionResetError)
+    await client.aclose()
+
+
+async def test_only_plain_tcp_streams_take_the_short_path() -> None:
+    client, server = await tcp_pair()
+    assert (socket_of(server) is server.socket) == hasattr(os, "writev")
+    left, right = trio.testing.memory_stream_pair()
+    assert socket_of(left) is None
+    for stream in (client, server, left, right):
+        await stream.aclose()
+
+
+def test_consume_drops_bytes_from_the_front_without_copying() -> None:
+    payload = b"0123456789"
+    buffers: list[bytes | memoryview] = [b"ab", b"cde", payload]
+    consume(buffers, 4)
+    assert [bytes(b) for b in buffers] == [b"e", payload]
+    consume(buffers, 3)
+    assert [bytes(b) for b in buffers] == [b"23456789"]
+    assert isinstance(buffers[0], memoryview)
+    assert buffers[0].obj is payload
+
+
+def test_the_read_buffer_is_one_per_thread() -> None:
+    """Each thread runs its own trio loop, and its connections share one read buffer."""
+    mine = read_buffer()
+    assert read_buffer() is mine
+    assert len(mine) == 65536
+    other: list[memoryview] = []
+    thread = threading.Thread(target=lambda: other.append(read_buffer()))
+    thread.start()
+    thread.join()
+    assert other[0] is not mine

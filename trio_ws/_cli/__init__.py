@@ -54,7 +54,8 @@ def _version() -> str:
 def _check(parser: CommandLineParser, args: argparse.Namespace) -> None:
     """What no single option's type can check."""
     if args.target is None:
-        parser.error("give the app to serve, as module:handler (or set TRIO_WS_APP)")
+        what = "module:app" if args.asgi else "module:handler"
+        parser.error(f"give the app to serve, as {what} (or set TRIO_WS_APP)")
     if args.uds and args.fd:
         raise CLIError("--uds and --fd: give one of them")
     if args.ws_open_timeout <= 0:

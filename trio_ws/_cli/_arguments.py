@@ -236,7 +236,8 @@ def build_parser(prog: str = "trio-ws", version: str = "") -> CommandLineParser:
         metavar="SECONDS",
         default=_OPTIONS.open_timeout,
         type=v.seconds,
-        help="time for the TLS and the opening handshake",
+        help="time for the TLS and the opening handshake (with --asgi also each HTTP request head, "
+        "and each read of a request body)",
     )
     p.add(
         s,

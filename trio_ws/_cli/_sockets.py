@@ -55,10 +55,10 @@ def check_port_free(host: str, port: int) -> None:
         sock.close()
 
 
-def describe(sock: socket.socket, secure: bool) -> str:
+def describe(sock: socket.socket, secure: bool, http: bool = False) -> str:
     """Where ``sock`` listens, as a URL: ``ws://127.0.0.1:8000``, ``ws://[::1]:8000``,
-    ``ws+unix:/run/app.sock``."""
-    scheme = "wss" if secure else "ws"
+    ``ws+unix:/run/app.sock``; ``http://`` (``https``) when it serves HTTP too (``--asgi``)."""
+    scheme = ("https" if secure else "http") if http else ("wss" if secure else "ws")
     address: Any = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         path = address.decode(errors="replace") if isinstance(address, bytes) else str(address)

@@ -45,7 +45,8 @@ def _load(target: str, what: str) -> Any:
     """The object named by ``module:attribute`` (the attribute may be dotted)."""
     module_name, colon, attribute = target.partition(":")
     if not colon or not module_name or not attribute:
-        raise CLIError(f"expected module:{what}, got {target!r} (for example: examples.echo:echo)")
+        example = "myapp:app" if what == "app" else "examples.echo:echo"
+        raise CLIError(f"expected module:{what}, got {target!r} (for example: {example})")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -64,7 +65,7 @@ def _load(target: str, what: str) -> Any:
 def load_handler(args: argparse.Namespace) -> Handler:
     """The handler ``APP`` names (with ``--factory``: what calling it returns)."""
     target: str = args.target
-    obj = _load(target, "handler")
+    obj = _load(target, "app" if args.asgi else "handler")
     if args.factory:
         if not callable(obj):
             raise CLIError(f"{target!r} is not a factory: {type(obj).__name__} is not callable")
@@ -178,7 +179,7 @@ async def serve(
 ) -> None:
     """Serve on ``sockets`` until SIGINT or SIGTERM, then shut down gracefully."""
     supervisor = os.getppid()
-    where = ", ".join(describe(sock, context is not None) for sock in sockets)
+    where = ", ".join(describe(sock, context is not None, http=args.asgi) for sock in sockets)
     listeners = trio_listeners(sockets, context)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

@@ -64,8 +64,9 @@ async def open_asgi_server(
 
     Every other keyword is a setting of :func:`~trio_ws.open_websocket_server`, with the same
     meaning: ``ssl_context`` (https and wss), ``listeners``, ``max_request_size`` (an HTTP request
-    head's limit too, 431 beyond), ``open_timeout`` (each HTTP request head's time too, 408
-    beyond), ``close_timeout`` (the time responses under way get at shutdown), ``origins`` and the
+    head's limit too, 431 beyond), ``open_timeout`` (each HTTP request head's time too, and each
+    read of a body's: 408 beyond), ``close_timeout`` (the time responses under way get at shutdown,
+    and an application whose client is gone before it is cancelled), ``origins`` and the
     other security checks (WebSocket handshakes only), ``max_connections`` (HTTP connections
     count), ``trusted_proxies`` (the scopes' ``client`` and ``scheme``), ``process_request`` (sees
     every request first, HTTP ones too), ``observer``, ``access_log_query`` (one access line per
@@ -98,11 +99,13 @@ async def open_asgi_server(
         try:
             if runner is not None:
                 await runner.startup(nursery)
+            nursery.start_soon(http.watch_requests)
             async with open_websocket_server(handler, host, port, http_handler=http, **settings) as server:
                 yield server
         except Exception as exc:  # (not wrapped in this nursery's group)
             error = exc
         finally:
+            http.stop()
             if runner is not None:
                 await runner.shutdown(float(settings.get("close_timeout", _CLOSE_TIMEOUT)))
     if error is not None:

@@ -4,34 +4,66 @@ later request that asks for a WebSocket upgrade.
 
 Limits: a request head within the server's ``max_request_size`` (431), read within its
 ``open_timeout`` once it began (408); ``keep_alive_timeout`` between requests (then the connection
-closes); a body within ``max_body_size`` (413). A malformed request gets 400, from h11's verdict.
-At shutdown an idle connection closes at once; one with a response under way closes after it.
+closes); a body within ``max_body_size`` (413), each of its reads within ``open_timeout`` (408). A
+malformed request gets 400, from h11's verdict (the first request's too: the server hands a head its
+own parser refuses to h11); the refusals say which limit, never what the client sent (that is
+logged at DEBUG). At shutdown an idle connection closes at once; one with a response under way
+closes after it.
 """
 
 from __future__ import annotations
 
 import contextlib
+from http import HTTPStatus
 from typing import Any, final
 from urllib.parse import unquote
 
 import h11
 import trio
 
-from ..connection import HTTPResponse, Request, receive_some, scope_address, socket_addresses
+from ..connection import (
+    HTTPResponse,
+    Request,
+    answer_and_linger,
+    receive_some,
+    scope_address,
+    socket_addresses,
+)
 from ..protocol import Headers, RequestHead, error_response
 from ..server import HTTPConnection, Upgrade, http_answer
-from ._asgi_types import ASGIApp, logger
+from ._asgi_types import ASGIApp, logger, split_target
 from ._cycle import RequestCycle, as_bytes
 
 __all__ = ["H11Server"]
+
+#: What a refusal says, by status (never the request's bytes).
+_REFUSALS = {
+    400: "malformed request\n",
+    408: "the request head took too long\n",
+    431: "request head too large\n",
+    503: "server shutting down\n",
+}
+
+
+def _refusal(status: int) -> str:
+    if status in _REFUSALS:
+        return _REFUSALS[status]
+    try:
+        return f"{HTTPStatus(status).phrase.lower()}\n"
+    except ValueError:
+        return "malformed request\n"
+
+
+#: Seconds between the looks at the requests under way (those seen at two looks are watched).
+WATCH_INTERVAL = 1.0
 
 
 @final
 class H11Server:
     """The server's HTTP handler for ``app`` (see the module); ``state``: the lifespan state, a
-    shallow copy of which each request's scope gets."""
+    shallow copy of which each request's scope gets. :meth:`watch_requests` runs beside it."""
 
-    __slots__ = ("app", "keep_alive_timeout", "max_body_size", "root_path", "state")
+    __slots__ = ("_watching", "app", "keep_alive_timeout", "max_body_size", "requests", "root_path", "state")
 
     def __init__(
         self,
@@ -47,6 +79,24 @@ class H11Server:
         self.state = state
         self.keep_alive_timeout = keep_alive_timeout
         self.max_body_size = max_body_size
+        #: The requests whose application runs.
+        self.requests: set[RequestCycle] = set()
+        self._watching = trio.CancelScope()
+
+    async def watch_requests(self) -> None:
+        """Until :meth:`stop`: every second, each request under way since the last look gets
+        its stream watched (:meth:`RequestCycle.watch`): a request served in less costs nothing."""
+        with self._watching:
+            while True:
+                await trio.sleep(WATCH_INTERVAL)
+                for cycle in self.requests:
+                    if cycle.old:
+                        cycle.watch()
+                    cycle.old = True
+
+    def stop(self) -> None:
+        """End :meth:`watch_requests`."""
+        self._watching.cancel()
 
     async def serve_http(self, connection: HTTPConnection) -> Upgrade | None:
         """Serve ``connection``'s requests (see the module)."""
@@ -77,10 +127,10 @@ class H11Connection:
             event = await self._next_request(first)
             if event is None:
                 return None
-            if first:
-                request, first = self.connection.request, False
-            else:
+            request = self.connection.request if first else None  # (None: the server's parser refused it)
+            if request is None:
                 request = self.connection.request_for(self._head(event))
+            first = False
             if request.is_upgrade:
                 return await self._upgrade(request)
             if not await self._serve(event, request):
@@ -120,10 +170,7 @@ class H11Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
         if scope.cancelled_caught and not idle and answer:
-            if self.connection.accepting:
-                await self._refuse(408, "the request head took too long\n")
-            else:
-                await self._refuse(503, "server shutting down\n")
+            await self._refuse(408 if self.connection.accepting else 503)
         if not data:
             return False
         if idle:  # (the head's time runs from its first bytes)
@@ -140,7 +187,7 @@ class H11Connection:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
-                await self._refuse(exc.error_status_hint, f"invalid request: {exc}\n")
+                await self._refuse(exc.error_status_hint, detail=str(exc))
                 return None
             if type(event) is h11.Request:
                 # (h11 bounds a head still arriving, not one that came whole)
@@ -148,19 +195,24 @@ class H11Connection:
                     len(event.method) + len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
                 )
                 if size > self.connection.max_request_size:
-                    await self._refuse(431, "request head too large\n")
+                    await self._refuse(431)
                     return None
                 return event
             if event is not h11.NEED_DATA or not await self._feed(idle):
                 return None
             idle = False
 
-    async def _refuse(self, status: int, text: str, request: Request | None = None) -> None:
-        """Answer ``status`` and end the connection."""
+    async def _refuse(
+        self, status: int, text: str | None = None, request: Request | None = None, detail: str | None = None
+    ) -> None:
+        """Answer ``status`` (with ``text``, else the status's fixed one) and end the connection
+        (lingering: what the client still sends is read, so that its answer is not lost to a
+        reset); ``detail`` (what was wrong with the request) is only logged, at DEBUG."""
+        text = _refusal(status) if text is None else text
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.extra_headers]
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.connection.stream.send_all(error_response(status, text, headers))
-        logger.debug("HTTP request refused with %d: %s", status, text.strip())
+        data = error_response(status, text, headers)
+        await answer_and_linger(self.connection.stream, data, self.connection.options.close_timeout)
+        logger.debug("HTTP request refused with %d: %s", status, detail or text.strip())
         if request is not None:
             self.connection.log(request, status, trio.current_time())
 
@@ -190,7 +242,7 @@ class H11Connection:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
-                await self._refuse(exc.error_status_hint, f"invalid request: {exc}\n")
+                await self._refuse(exc.error_status_hint, detail=str(exc))
                 return None
             if event is h11.PAUSED:
                 break
@@ -204,7 +256,7 @@ class H11Connection:
 
     def _scope(self, event: h11.Request, request: Request) -> dict[str, Any]:
         root = self.server.root_path
-        raw_path, _, query = event.target.partition(b"?")
+        raw_path, query = split_target(event.target)
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -233,35 +285,52 @@ class H11Connection:
             return False
         cycle = RequestCycle(
             self.conn,
-            self.connection.stream,
+            self.connection,
             head_only=request.method == "HEAD",
             max_body_size=limit,
-            pipelined_limit=self.connection.max_request_size,
             extra_headers=self.extra_headers,
-            close=not self.connection.accepting,
         )
+        requests = self.server.requests
+        requests.add(cycle)
         try:
-            await self.server.app(self._scope(event, request), cycle.receive, cycle.send)
-        except Exception as exc:
-            if cycle.disconnected:  # (what an application does when its client is gone: one line)
-                logger.info(
-                    "ASGI application raised %s for %s %s once the client was gone (or answered)",
-                    type(exc).__name__,
-                    request.method,
-                    request.path,
-                )
-            else:
-                logger.exception("ASGI application failed for %s %s", request.method, request.path)
+            error = await cycle.run(self.server.app, self._scope(event, request))
+        finally:
+            requests.discard(cycle)
+        if error is not None or not cycle.complete:
+            self._report(cycle, error, request)
             await cycle.fail()
-        else:
-            if not cycle.complete:
-                what = "a response" if not cycle.started else "its whole response"
-                logger.error(
-                    "ASGI application returned without %s for %s %s", what, request.method, request.path
-                )
-                await cycle.fail()
         self.connection.log(request, cycle.status if cycle.head_sent else None, start)
+        if cycle.answered is not None:  # (a refusal of ours: lingering, as above)
+            await answer_and_linger(self.connection.stream, b"", self.connection.options.close_timeout)
         return cycle.reusable
+
+    @staticmethod
+    def _report(cycle: RequestCycle, error: Exception | None, request: Request) -> None:
+        """One log line for a request that did not end with a whole response (a traceback only
+        for an application's own error)."""
+        what = f"{request.method} {request.path}"
+        if cycle.invalid is not None:  # (what the application raised, if it did, is our RuntimeError)
+            outcome = "answered 500" if cycle.answered == 500 else "connection dropped"
+            logger.error(
+                "ASGI application's response to %s is not valid HTTP (%s): %s", what, cycle.invalid, outcome
+            )
+        elif error is not None and cycle.disconnected:  # (what an application does when its client is gone)
+            name = type(error).__name__
+            logger.info(
+                "ASGI application raised %s for %s once the client was gone (or answered)", name, what
+            )
+        elif error is not None:
+            logger.error("ASGI application failed for %s", what, exc_info=error)
+        elif cycle.abandoned:
+            timeout = cycle.connection.options.close_timeout
+            logger.info(
+                "ASGI application for %s was still running %ss after its request ended; cancelled",
+                what,
+                timeout,
+            )
+        elif not cycle.disconnected:
+            missing = "its whole response" if cycle.started else "a response"
+            logger.error("ASGI application returned without %s for %s", missing, what)
 
     async def _hook(self, request: Request) -> bool:
         """The server's ``process_request`` hook; ``True`` if it answered (the connection ends)."""

@@ -20,8 +20,9 @@ from ..app import AuthBackend, Guard, RateLimit, SecurityPolicy
 from ..connection import WebSocket, WebSocketOptions, WebSocketState
 from ..protocol import CloseCode
 from ..server import Handler, ProcessRequest, ProcessResponse, ServerObserver, WebSocketServer
+from ._asgi_types import Receive, Scope, Send
 from ._mount_request import request_head, scope_client, scope_scheme
-from ._mount_stream import ASGIReceive, ASGISend, ASGIStream, Scope
+from ._mount_stream import ASGIStream
 
 __all__ = ["ASGIWebSocketApp", "as_asgi"]
 
@@ -65,7 +66,7 @@ class ASGIWebSocketApp:
         #: The server behind the application: ``connections``, ``observer``, ``aclose()``.
         self.server = make_server(self._handle)
 
-    async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI call: ``websocket``, ``http`` or ``lifespan``. ``ValueError`` for another
         scope type; ``RuntimeError`` outside trio."""
         _require_trio()
@@ -77,7 +78,7 @@ class ASGIWebSocketApp:
         else:
             raise ValueError(f"as_asgi() serves websocket, http and lifespan scopes, not {kind!r}")
 
-    async def _serve(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = ASGIStream(scope, receive, send, request_head(scope))
         server = self.server
         done = False
@@ -116,7 +117,7 @@ class ASGIWebSocketApp:
         if stream.leaving and ws.application_state is WebSocketState.CONNECTING:
             await ws.reject(503, "server shutting down")
 
-    async def _lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             kind = message.get("type")

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from ..protocol import check_header
-from ._mount_stream import Scope
+from ._asgi_types import Scope
 
 __all__ = ["request_head", "scope_client", "scope_scheme"]
 

@@ -15,9 +15,7 @@ client's close frame with its code (1005: an empty one), or the end of the strea
 from __future__ import annotations
 
 import collections
-import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, final
+from typing import final
 
 import trio
 
@@ -35,15 +33,9 @@ from ..protocol import (
     TextMessage,
     is_wire_close_code,
 )
+from ._asgi_types import Message, Receive, Scope, Send, logger
 
-__all__ = ["ASGIReceive", "ASGISend", "ASGIStream", "Message", "Scope"]
-
-logger = logging.getLogger("trio_ws")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIReceive = Callable[[], Awaitable[Message]]
-ASGISend = Callable[[Message], Awaitable[None]]
+__all__ = ["ASGIStream"]
 
 #: The 101's headers that the ASGI server writes itself.
 _HANDSHAKE_HEADERS = frozenset(
@@ -70,7 +62,7 @@ class ASGIStream(trio.abc.Stream):
     surrounds the handler, so that :meth:`going_away` can end one that has not accepted yet.
     """
 
-    def __init__(self, scope: Scope, receive: ASGIReceive, send: ASGISend, request: bytes) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send, request: bytes) -> None:
         self._http = scope.get("type") == "http"
         self._head_only = self._http and scope.get("method") == "HEAD"
         extensions = scope.get("extensions") or {}

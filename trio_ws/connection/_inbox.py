@@ -29,9 +29,10 @@ from ..protocol import (
     TextMessage,
 )
 from ._budget import BufferBudget
-from ._io import receive_some
+from ._io import read_buffer, read_now, receive_some, socket_of
 from ._limits import MessageMeter
 from ._options import WebSocketOptions
+from ._pacing import cancel_point_and_pace, note_resumed
 from ._pings import PingTable
 from ._queue import MessageQueue
 from ._reception import MESSAGE_OVERHEAD, Item, Reception
@@ -54,24 +55,10 @@ class Inbox(Reception):
     once the stream is closed too."""
 
     __slots__ = (  # and Reception's
-        "_backlog",
-        "_backlog_bytes",
-        "_budget",
-        "_conn",
-        "_deliver_scope",
-        "_done",
-        "_drained",
-        "_meter",
-        "_on_closed",
-        "_options",
-        "_over_limit",
-        "_queue",
-        "_stream",
-        "_writer",
-        "finished",
-        "peer_closed",
-        "pings",
-    )
+        "_backlog", "_backlog_bytes", "_budget", "_conn", "_deliver_scope", "_done", "_drained",
+        "_meter", "_on_closed", "_options", "_over_limit", "_queue", "_socket", "_stream", "_writer",
+        "finished", "peer_closed", "pings",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -92,6 +79,8 @@ class Inbox(Reception):
         self._budget = budget  # what is held here counts against it
         self._partial = 0  # what the message in progress holds, as counted in the budget
         self._queue: MessageQueue[Item] = MessageQueue(options.max_queue)
+        writer.waiting_input = self._queue  # while messages wait, frames wait to go out together
+        self._socket = socket_of(stream)  # plain TCP on POSIX: read into the shared buffer
         self._queued_bytes = 0
         self._unreceived = 0  # messages delivered to the queue that no receive() has returned yet
         self._backlog: collections.deque[Item] | None = None  # parsed, not yet queued (it was full)
@@ -133,11 +122,12 @@ class Inbox(Reception):
 
     async def _run(self, trailing: bytes) -> None:
         conn = self._conn
-        stream = self._stream
         writer = self._writer
         high_water = self._options.queue_high_water
         budget = self._budget
-        data: bytes | bytearray = trailing
+        sock = self._socket
+        buffer = read_buffer()
+        data: bytes | bytearray | memoryview = trailing
         try:
             while True:
                 if data:
@@ -163,14 +153,24 @@ class Inbox(Reception):
                 if budget is not None and budget.used >= budget.limit and not await self._budget_room():
                     await self._fail(CloseCode.TRY_AGAIN_LATER, "server overloaded")
                     break
-                data = await receive_some(stream, _RECEIVE_SIZE)
+                if sock is None:
+                    data = await receive_some(self._stream, _RECEIVE_SIZE)
+                else:  # self._read(), one coroutine less while it waits
+                    data = b""  # (a connection waiting keeps no view)
+                    await cancel_point_and_pace()
+                    n = read_now(sock, buffer)
+                    while n is None:
+                        await trio.lowlevel.wait_readable(sock)
+                        note_resumed()
+                        n = read_now(sock, buffer)
+                    data = buffer[:n]
                 if not data:
                     conn.receive_data(b"")
                     break
             if conn.state is ConnectionState.CLOSED and not conn.may_close_transport:
                 # RFC 6455 §7.1.1: the server closes TCP first; wait for it, briefly.
                 with trio.move_on_after(self._options.close_timeout):
-                    while await receive_some(stream, _RECEIVE_SIZE):
+                    while await self._read():
                         pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._stream_failed()
@@ -191,6 +191,21 @@ class Inbox(Reception):
                         await writer.close()  # (a checkpoint; cancelled, it closes forcefully)
             finally:
                 self._on_closed(True)
+
+    async def _read(self) -> bytes | bytearray | memoryview:
+        """What the stream has (waiting for it); empty at its end. On plain TCP, a view of the
+        thread's read buffer: parse it before the next await. (``_run`` has its own copy.)"""
+        sock = self._socket
+        if sock is None:
+            return await receive_some(self._stream, _RECEIVE_SIZE)
+        buffer = read_buffer()
+        await cancel_point_and_pace()  # (before the read: nothing may run between it and the parse)
+        n = read_now(sock, buffer)
+        while n is None:
+            await trio.lowlevel.wait_readable(sock)
+            note_resumed()
+            n = read_now(sock, buffer)
+        return buffer[:n]
 
     async def _budget_room(self) -> bool:
         """The server's budget is spent: wait (TCP pushes back meanwhile). ``False`` if this
@@ -213,7 +228,7 @@ class Inbox(Reception):
         if conn.state is not ConnectionState.CLOSED or conn.failure is not None:
             self._writer.mark_broken()
 
-    def _process(self, data: bytes | bytearray) -> None:
+    def _process(self, data: bytes | bytearray | memoryview) -> None:
         """Feed received bytes to the protocol; whole messages go to the backlog."""
         meter = self._meter
         conn = self._conn
@@ -318,7 +333,7 @@ class Inbox(Reception):
             while self._backlog_bytes < self._options.queue_high_water:
                 if budget is not None and budget.full:
                     return  # the server's budget is spent: TCP pushes back
-                data = await receive_some(self._stream, _RECEIVE_SIZE)
+                data = await self._read()
                 if data:
                     self._process(data)
                     if self._send_replies() and self._writer.full and conn.state is ConnectionState.OPEN:
@@ -360,7 +375,7 @@ class Inbox(Reception):
         conn = self._conn
         with trio.move_on_after(self._options.close_timeout):
             while conn.state is not ConnectionState.CLOSED:
-                data = await receive_some(self._stream, _RECEIVE_SIZE)
+                data = await self._read()
                 if not data:
                     conn.receive_data(b"")
                     return

@@ -21,7 +21,7 @@ from ._iteration import ChunkIterator, JSONMode, MessageIterator, check_json_mod
 from ._pacing import cancel_point_and_pace, yield_if_due
 from ._pings import PingTable
 from ._reception import Reception
-from ._writer import Writer
+from ._writer import Frame, Writer
 
 __all__ = ["Messaging"]
 
@@ -178,7 +178,7 @@ class Messaging:
         else:
             await self.send_bytes(text.encode("utf-8"))
 
-    async def _send(self, build: Callable[[Any], bytes], arg: Any, writer: Writer) -> None:
+    async def _send(self, build: Callable[[Any], Frame], arg: Any, writer: Writer) -> None:
         """Queue ``build(arg)``'s frames (see ``Writer.send``); a cancel point, and a schedule
         point only when one is due."""
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -193,12 +193,12 @@ class Messaging:
     async def send_text(self, data: str) -> None:
         """Send one text message."""
         conn, writer = self._parts()
-        await self._send(conn.send_text, data, writer)
+        await self._send(conn.send_text_parts, data, writer)  # (a large payload: not joined)
 
     async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Send one binary message."""
         conn, writer = self._parts()
-        await self._send(conn.send_bytes, data, writer)
+        await self._send(conn.send_bytes_parts, data, writer)
 
     async def send_prepared(self, message: PreparedMessage, *, direct: bool = False) -> None:
         """Send a message prepared once for many connections (what a broadcast does): without

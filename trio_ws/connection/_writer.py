@@ -9,57 +9,52 @@ held waits for it in FIFO order. One task per connection empties the outbox, man
 (:meth:`Writer.send_now`). A sender waits only while the outbox holds more than ``high_water``
 bytes, until it is down to ``low_water``.
 
+On plain TCP (POSIX, ``_io.socket_of``) a frame goes out at once, from the task that sends it,
+when nothing is queued and no received message waits for the handler (:attr:`Writer.waiting_input`;
+while one waits, more frames will follow, to go out together). The writer task starts only for
+what must wait, writes headers and payloads with ``writev`` (no join), and ends after :data:`QUIET`
+seconds without a write.
+
 A write that fails, or is cancelled half-way, leaves the stream broken: :attr:`Writer.broken` is set,
 the outbox dropped, and every waiter woken. The HTTP answers that end a connection before it is a
-WebSocket (refusals, 503s) go out through :func:`answer_and_linger` of this module too.
+WebSocket (refusals, 503s) go out through :func:`answer_and_linger` (from ``_io``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import TypeVar, final
+import math
+from collections.abc import Callable, Sized
+from typing import Final, TypeVar, final
 
 import trio
 
 from ..protocol import Connection, ConnectionState
 from ._budget import BufferBudget
-from ._io import close_socket, send_all
+from ._io import answer_and_linger, close_socket, consume, drain, send_all, socket_of, write_now
 from ._pacing import note_resumed
 
-__all__ = ["Writer", "answer_and_linger"]
+__all__ = ["QUIET", "Frame", "Writer", "answer_and_linger"]
 
 T = TypeVar("T")
+#: What a frame builder returns: the whole frame, or its header and its payload.
+Frame = bytes | tuple[bytes, bytes]
 
-_LINGER_SECONDS = 1.0
-_LINGER_BYTES = 65536
+#: On plain TCP, the writer task ends once it has written nothing for this long (the next frame
+#: that must wait starts another).
+QUIET: Final = 1.0
 
 
 @final
 class Writer:
-    """The outbox of one connection and the task that empties it into the stream.
-
-    The task starts with the first frame queued (a connection that never sends costs no task).
-    """
+    """The outbox of one connection and the task that empties it into the stream: it starts with
+    the first frame queued (on plain TCP, with the first that cannot go out at once)."""
 
     __slots__ = (
-        "_budget",
-        "_direct",
-        "_flushed",
-        "_frames",
-        "_lock",
-        "_nursery",
-        "_parked",
-        "_room",
-        "_running",
-        "_sending",
-        "_stream",
-        "broken",
-        "closed",
-        "high_water",
-        "low_water",
-        "pending",
-    )
+        "_budget", "_direct", "_flushed", "_frames", "_lock", "_nursery", "_parked", "_room", "_running",
+        "_sending", "_socket", "_stream", "_writes", "broken", "closed", "high_water", "low_water",
+        "pending", "waiting_input",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -74,7 +69,12 @@ class Writer:
         self._nursery = nursery
         self.high_water = high_water
         self.low_water = low_water
-        self._frames: list[bytes] = []
+        self._frames: list[bytes | memoryview] = []  # whole frames, or a header then its payload
+        self._socket = socket_of(stream)  # plain TCP on POSIX: written with writev, at once if idle
+        #: What the handler has received and not taken yet (set by the inbox): while it is not
+        #: empty, frames are queued for the writer task, not written at once (more will follow).
+        self.waiting_input: Sized | None = None
+        self._writes = 0  # system calls that wrote, for the writer task's quiet period
         #: Bytes queued and not yet written (including the write in progress).
         self.pending = 0
         #: A write failed or was cut short: nothing more goes out.
@@ -82,7 +82,7 @@ class Writer:
         #: The stream is closed (by :meth:`close` or :meth:`abort`).
         self.closed = False
         self._running = False
-        self._sending = False  # the writer task is in send_all
+        self._sending = False  # a task (the writer's, or flushed()'s) is writing the outbox
         self._direct = False  # another task is (see send_now)
         self._parked: trio.lowlevel.Task | None = None  # the writer task, waiting for frames
         self._room: trio.Event | None = None  # set when pending falls to low_water
@@ -104,8 +104,9 @@ class Writer:
         lock = self._lock
         return lock is not None and lock.locked()
 
-    async def send(self, build: Callable[[T], bytes], arg: T) -> None:
-        """Queue the frame(s) ``build(arg)`` returns, after any fragmented message in progress.
+    async def send(self, build: Callable[[T], Frame], arg: T) -> None:
+        """Queue the frame(s) ``build(arg)`` returns (bytes, or a header and its payload), after any
+        fragmented message in progress.
 
         Waits only while the outbox is over ``high_water``. Raises ``trio.BrokenResourceError`` when
         the stream is broken; errors of ``build`` propagate (then nothing is queued). Cancelled, it
@@ -120,31 +121,60 @@ class Writer:
         else:
             self._build(build, arg)
 
-    def queue(self, build: Callable[[T], bytes], arg: T) -> bool:
+    def queue(self, build: Callable[[T], Frame], arg: T) -> bool:
         """:meth:`send` when it need not wait: ``False`` (nothing done) if it would."""
         if (self.pending > self.high_water and not self.broken) or (self._lock and self._lock.locked()):
             return False
         self._build(build, arg)
         return True
 
-    def _build(self, build: Callable[[T], bytes], arg: T) -> None:
+    def _build(self, build: Callable[[T], Frame], arg: T) -> None:
         if self.broken:
             raise trio.BrokenResourceError("the connection's stream is broken")
-        self.write(build(arg))
+        out = build(arg)
+        if type(out) is tuple:
+            self.write(*out)
+        else:
+            self.write(out)  # type: ignore[arg-type]
 
-    def write(self, data: bytes, *, start: bool = True) -> None:
-        """Queue ``data`` (whole frames) to be written; never blocks; dropped once broken.
+    def write(self, data: bytes, payload: bytes = b"", *, start: bool = True) -> None:
+        """Queue ``data`` (whole frames; or a header, then ``payload``) to be written; never blocks;
+        dropped once broken. On plain TCP, written at once if nothing waits (see the module).
 
         With ``start=False`` no writer task is started for it: the caller is about to call
         :meth:`flushed`, which then writes it itself (a close reply costs no task)."""
         if self.broken:
             return
-        self._frames.append(data)
+        frames = self._frames
+        if not (frames or self._socket is None or self._sending or self._direct or self.closed):
+            waiting = self.waiting_input
+            if waiting is None or not len(waiting):
+                self._write_now(data, payload, start)
+                return
+        frames.append(data)
         n = len(data)
+        if payload:
+            frames.append(payload)
+            n += len(payload)
         self.pending += n
         if self._budget is not None:
             self._budget.used += n
         if not self._direct:
+            self._wake(start)
+
+    def _write_now(self, data: bytes, payload: bytes, start: bool) -> None:
+        """Write from the calling task what the socket takes; the rest waits for the writer task."""
+        parts: list[bytes | memoryview] = [data, payload] if payload else [data]
+        try:
+            n = write_now(self._socket, parts)  # type: ignore[arg-type]
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.mark_broken()
+            return
+        self._writes += 1
+        if rest := len(data) + len(payload) - n:
+            consume(parts, n)
+            self._frames.extend(parts)
+            self._count(rest)
             self._wake(start)
 
     def close_frame(self, conn: Connection, code: int, reason: str) -> None:
@@ -164,32 +194,33 @@ class Writer:
         if self._parked is not None:
             trio.lowlevel.reschedule(self._parked)
             self._parked = None
-        elif start and not self._running:
+        elif start and not self._running and not self.closed:
             self._running = True
             self._nursery.start_soon(self._run)
 
     async def write_first(self, data: bytes) -> None:
         """Write ``data`` (the opening handshake's answer) from the calling task, before anything
         else; a failure leaves the writer broken."""
-        self._count(data)
+        self._count(len(data))
         await self._write(data)
 
     async def send_now(self, data: bytes) -> bool:
         """Write ``data`` from the calling task if nothing is queued or being written, and return
         ``True``; otherwise queue it and return ``False`` (the caller still owes a checkpoint).
 
-        For tasks that exist only to send (a room's), this saves waking the writer task."""
-        if self._frames or self._sending or self._direct or self.broken:
+        For tasks that exist only to send (a room's), this saves waking the writer task. On plain
+        TCP it is :meth:`write`: at once if it can be, without waiting (``False``)."""
+        if self._frames or self._sending or self._direct or self.broken or self._socket is not None:
             self.write(data)
             return False
-        self._count(data)
+        self._count(len(data))
         await self._send_direct(data)
         return True
 
-    def _count(self, data: bytes) -> None:
-        self.pending += len(data)
+    def _count(self, n: int) -> None:
+        self.pending += n
         if self._budget is not None:
-            self._budget.used += len(data)
+            self._budget.used += n
 
     async def _send_direct(self, data: bytes) -> None:
         """Write ``data`` (already counted in ``pending``) from the calling task."""
@@ -211,13 +242,7 @@ class Writer:
         except BaseException:
             self.mark_broken()  # cancelled part-way: the stream may hold half a frame
             raise
-        self.pending -= len(data)
-        budget = self._budget
-        if budget is not None:
-            budget.used -= len(data)
-            if budget.room is not None:
-                budget.released()
-        self._wrote()
+        self._done(len(data))
         return True
 
     # ------------------------------------------------------------ pushback
@@ -240,11 +265,18 @@ class Writer:
         yet, the calling task writes itself. A checkpoint."""
         frames = self._frames
         if frames and not (self._sending or self._direct or self.broken):
-            data = frames[0] if len(frames) == 1 else b"".join(frames)
-            frames.clear()
-            await self._send_direct(data)  # a checkpoint
-            if not self.pending:
-                return
+            if self._socket is not None:
+                try:
+                    await self._drain()
+                except BaseException:
+                    self.mark_broken()  # cancelled with part of a frame written, perhaps
+                    raise
+            else:
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                frames.clear()
+                await self._send_direct(data)  # type: ignore[arg-type]  # (a checkpoint)
+                if not self.pending:
+                    return
         while self.pending and not self.broken:
             if self._flushed is None:
                 self._flushed = trio.Event()
@@ -252,33 +284,80 @@ class Writer:
         await trio.lowlevel.checkpoint()
 
     async def _run(self) -> None:
+        quiet_for = QUIET if self._socket is not None else math.inf  # (send_all is no cancel point)
+        try:
+            while True:
+                writes = self._writes
+                with trio.CancelScope(deadline=trio.current_time() + quiet_for) as quiet:
+                    while await self._write_queued():
+                        pass
+                if not quiet.cancelled_caught:
+                    return  # the stream broke
+                if writes == self._writes and not self._frames:
+                    self._running = False  # quiet: the next frame that must wait starts a task
+                    return
+        except BaseException:
+            if self._frames and self._socket is not None and not self._sending:
+                self.mark_broken()  # cancelled writing, with part of a frame out perhaps
+            raise  # (while it waited for a flushed() that writes, the stream is whole)
+
+    async def _write_queued(self) -> bool:
+        """Wait for frames and write them (the writer task's round); ``False`` once broken."""
         frames = self._frames
-        while True:
-            if not frames:
-                self._parked = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(self._abort)
-                continue
-            data = frames[0] if len(frames) == 1 else b"".join(frames)
-            frames.clear()
-            self._sending = True
-            try:
-                written = await self._write(data)
-            finally:
-                self._sending = False
-            if not written:
-                return
+        if not frames or self._sending:  # (a flushed() writing them writes what comes too)
+            self._parked = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+            return True
+        if self._socket is not None:
+            return await self._drain()
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        frames.clear()
+        self._sending = True
+        try:
+            return await self._write(data)  # type: ignore[arg-type]
+        finally:
+            self._sending = False
 
-    def _abort(self, _: object) -> trio.lowlevel.Abort:
-        self._parked = None
-        return trio.lowlevel.Abort.SUCCEEDED
+    async def _drain(self) -> bool:
+        """Write the outbox to the socket, waiting for room as needed; ``False`` if it broke.
+        Cancelled while it waits for room, what is left stays queued."""
+        assert self._socket is not None
+        self._sending = True
+        try:
+            await drain(self._socket, self._frames, self._written)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.mark_broken()
+            return False
+        finally:
+            self._sending = False
+        return True
 
-    def _wrote(self) -> None:
+    def _written(self, n: int) -> None:
+        """``n`` bytes of the outbox went out (on plain TCP, ``pending`` is all the outbox)."""
+        self._writes += 1
+        if n >= self.pending:
+            self._frames.clear()
+        else:
+            consume(self._frames, n)
+        self._done(n)
+
+    def _done(self, n: int) -> None:
+        self.pending -= n
+        budget = self._budget
+        if budget is not None:
+            budget.used -= n
+            if budget.room is not None:
+                budget.released()
         if self._room is not None and self.pending <= self.low_water:
             self._room.set()
             self._room = None
         if self._flushed is not None and not self.pending:
             self._flushed.set()
             self._flushed = None
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def mark_broken(self) -> None:
         """Nothing more can be written: drop the outbox and wake every waiter."""
@@ -317,21 +396,3 @@ class Writer:
         self.mark_broken()
         self.closed = True
         await trio.aclose_forcefully(self._stream)
-
-
-async def answer_and_linger(stream: trio.abc.Stream, data: bytes, give_up_after: float) -> None:
-    """Send ``data`` (an HTTP answer that ends the connection) if the peer is there, then close
-    lingering: half-close, and read and drop what the peer still sends (at most 1 s and 64 KiB), so
-    that closing with unread bytes does not reset the connection and lose the answer. The caller
-    closes the stream after."""
-    with (
-        trio.move_on_after(give_up_after),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-    ):
-        await stream.send_all(data)
-        if isinstance(stream, trio.abc.HalfCloseableStream):
-            await stream.send_eof()
-        with trio.move_on_after(_LINGER_SECONDS):
-            drained = 0
-            while drained < _LINGER_BYTES and (chunk := await stream.receive_some(16384)):
-                drained += len(chunk)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._errors import LocalProtocolError, ProtocolError
+
+if TYPE_CHECKING:
+    from ._speedups import PayloadBuffer as _PayloadBuffer
 
 __all__ = [
     "CloseCode",
@@ -24,6 +27,7 @@ __all__ = [
     "apply_mask",
     "encode_close_payload",
     "encode_frame",
+    "encode_frame_parts",
     "parse_close_payload",
 ]
 
@@ -123,6 +127,17 @@ except ImportError:  # built without a C compiler
 else:
     SPEEDUPS = True
 
+#: Gathers a large payload read in pieces into one ``bytes`` (C; ``None`` without the speedup, or
+#: with one built before it had it: the pieces are then joined).
+PayloadBuffer: type[_PayloadBuffer] | None
+try:
+    from ._speedups import PayloadBuffer
+except ImportError:
+    PayloadBuffer = None
+
+#: A frame's payload from this size on is written after its header, not joined to it (a copy less).
+JOIN_BELOW: Final = 4096
+
 
 def encode_frame(
     opcode: int,
@@ -145,6 +160,34 @@ def encode_frame(
     if mask is None:
         return header + payload
     return header + mask + apply_mask(payload, mask)
+
+
+def encode_frame_parts(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv1: bool = False,
+    mask: bytes | None = None,
+) -> tuple[bytes, bytes]:
+    """:func:`encode_frame` in two parts to write one after the other (a gathered write, without
+    joining them): the header and the payload; a payload shorter than :data:`JOIN_BELOW` comes
+    joined to its header, and the second part is then empty."""
+    b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
+    n = len(payload)
+    mbit = 0x80 if mask is not None else 0
+    if n < 126:
+        header = bytes((b0, mbit | n))
+    elif n < 65536:
+        header = _pack_short(b0, mbit | 126, n)
+    else:
+        header = _pack_long(b0, mbit | 127, n)
+    if mask is not None:
+        header += mask
+        payload = apply_mask(payload, mask)
+    if n < JOIN_BELOW:
+        return header + payload, b""
+    return header, payload
 
 
 def encode_close_payload(code: int | None, reason: str = "") -> bytes:

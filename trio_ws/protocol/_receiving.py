@@ -12,14 +12,17 @@ whole message.
 from __future__ import annotations
 
 import codecs
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._errors import ProtocolError
 from ._events import BytesMessage, Event, MessageChunk, TextMessage
-from ._frames import OP_CLOSE, OP_TEXT, CloseCode, apply_mask, check_frame_header
+from ._frames import OP_BINARY, OP_CLOSE, OP_TEXT, CloseCode, PayloadBuffer, apply_mask, check_frame_header
 from ._pieces import SMALL, Pieces
 from ._sending import FrameSending
 from ._state import ConnectionState, Role
+
+if TYPE_CHECKING:
+    from ._speedups import PayloadBuffer as _PayloadBuffer
 
 __all__ = ["MIN_FRAME_BYTES", "FrameReceiving"]
 
@@ -42,6 +45,7 @@ class FrameReceiving(FrameSending):
         "_frame_left",
         "_frame_mask",
         "_frame_offset",
+        "_gather",
         "_msg_compressed",
         "_msg_frames",
         "_msg_opcode",
@@ -64,12 +68,14 @@ class FrameReceiving(FrameSending):
         self.failure: ProtocolError | None = None
         #: Whether the stream ended (``receive_data(b"")``).
         self.end_of_stream = False
-        self._buf = bytearray()  # received, not parsed yet
+        self._buf = bytearray()  # received, not parsed yet (only the part of a header or a control frame)
         # The data frame being received: payload bytes still to come (-1: none), its mask, FIN.
         self._frame_left = -1
         self._frame_mask: bytes | None = None
         self._frame_offset = 0
         self._frame_fin = False
+        # A large binary frame arriving in several reads, gathered into one bytes (C speedup).
+        self._gather: _PayloadBuffer | None = None
         # The message being received.
         self._msg_opcode = 0  # 0: no message in progress
         self._msg_compressed = False
@@ -89,7 +95,8 @@ class FrameReceiving(FrameSending):
     def buffered_bytes(self) -> int:
         """About how much memory the message in progress holds: bytes received and not yet parsed,
         and the pieces of an unfinished message so far (after decompression)."""
-        return len(self._buf) + self._parts_held
+        gather = self._gather
+        return len(self._buf) + self._parts_held + (0 if gather is None else gather.filled)
 
     # ------------------------------------------------- hooks of the connection
 
@@ -103,8 +110,9 @@ class FrameReceiving(FrameSending):
 
     # ---------------------------------------------------------------- frames
 
-    def receive_data(self, data: bytes | bytearray) -> list[Event]:
-        """Feed bytes read from the stream, in any chunking; ``b""`` means the stream ended.
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Feed bytes read from the stream, in any chunking; ``b""`` means the stream ended. What
+        ``data`` holds is used before this returns (a read buffer may be reused after).
 
         Returns the events they complete. Next: handle them, then send :meth:`data_to_send`. If
         :attr:`failure` is set, fail the connection (see the class); if :attr:`state` is ``CLOSED``,
@@ -117,15 +125,21 @@ class FrameReceiving(FrameSending):
         if self.state is ConnectionState.CLOSED or self.state is ConnectionState.FAILED:
             return []  # after the close frame or a failure, everything is discarded
         buf = self._buf
-        buf += data
+        if buf:  # part of a header (or of a control frame) came before
+            buf += data
+            data = buf
         events: list[Event] = []
         try:
-            pos = self._parse(buf, events)
+            pos = self._parse(data, events)
         except ProtocolError as exc:
             self._fail(exc)
             return events
-        if pos:
+        if data is buf:
             del buf[:pos]
+        elif pos < len(data):
+            # ``data`` (maybe a view of a read buffer its caller reuses) was parsed where it lies;
+            # only what no frame took yet is kept: part of a header or of a control frame.
+            self._buf = bytearray(data[pos:])
         return events
 
     def _fail(self, exc: ProtocolError) -> None:
@@ -133,9 +147,10 @@ class FrameReceiving(FrameSending):
         self._move("fail")
         self._buf = bytearray()
         self._msg_parts = self._bin_parts = None
+        self._gather = None
         self._parts_held = 0
 
-    def _parse(self, buf: bytearray, events: list[Event]) -> int:
+    def _parse(self, buf: bytes | bytearray | memoryview, events: list[Event]) -> int:
         """Parse as many frames as ``buf`` holds; return how many bytes were used."""
         n = len(buf)
         pos = 0
@@ -195,7 +210,22 @@ class FrameReceiving(FrameSending):
                 if take == 0 and left > 0:
                     return pos
                 mask = self._frame_mask
-                if mask is not None:
+                gather = self._gather
+                if (
+                    gather is None
+                    and take < left
+                    and not self._frame_offset
+                    and left >= SMALL
+                    and self._msg_opcode == OP_BINARY
+                    and not self._msg_compressed
+                    and PayloadBuffer is not None
+                ):
+                    # A large binary frame that came in part: its payload is unmasked into one
+                    # buffer as it arrives and handed over whole, without pieces to join.
+                    gather = self._gather = PayloadBuffer(left)
+                if gather is not None:
+                    gather.add(mv[pos : pos + take], mask)
+                elif mask is not None:
                     offset = self._frame_offset & 3
                     if offset:
                         mask = mask[offset:] + mask[:offset]
@@ -207,9 +237,14 @@ class FrameReceiving(FrameSending):
                 left -= take
                 if left:
                     self._frame_left = left
-                    self._message_data(data, False, events)
+                    if gather is None:
+                        self._message_data(data, False, events)
                     return pos
                 self._frame_left = -1
+                self._frame_mask = None  # (not kept while the connection waits)
+                if gather is not None:
+                    self._gather = None
+                    data = gather.take()
                 self._message_data(data, self._frame_fin, events)
 
     def _start_data_frame(self, opcode: int, fin: bool, rsv1: bool, length: int) -> None:

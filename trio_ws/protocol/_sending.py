@@ -21,6 +21,7 @@ from ._frames import (
     PreparedMessage,
     encode_close_payload,
     encode_frame,
+    encode_frame_parts,
 )
 from ._state import ConnectionState, Role, next_state
 
@@ -72,6 +73,28 @@ class FrameSending:
             payload, rsv1 = self.extension.encode(payload)
             return self.encode(opcode, payload, rsv1=rsv1)
         return self.encode(opcode, payload)
+
+    def send_text_parts(self, text: str) -> tuple[bytes, bytes]:
+        """:meth:`send_text` as two parts to write one after the other, with a gathered write
+        (``writev``), so that a large payload is not copied after its header; a short message's
+        frame is all in the first part (the second is then empty)."""
+        return self._message_parts(OP_TEXT, text.encode("utf-8"))
+
+    def send_bytes_parts(self, data: bytes | bytearray | memoryview) -> tuple[bytes, bytes]:
+        """:meth:`send_bytes` as two parts (see :meth:`send_text_parts`)."""
+        return self._message_parts(OP_BINARY, bytes(data))
+
+    def _message_parts(self, opcode: int, payload: bytes) -> tuple[bytes, bytes]:
+        self._check_can_send()
+        if self._send_opcode:
+            raise LocalProtocolError("a fragmented message is being sent")
+        self.messages_sent += 1
+        self.bytes_sent += len(payload)
+        mask = os.urandom(4) if self._masking else None
+        if self.extension is not None:
+            payload, rsv1 = self.extension.encode(payload)
+            return encode_frame_parts(opcode, payload, rsv1=rsv1, mask=mask)
+        return encode_frame_parts(opcode, payload, mask=mask)
 
     def send_prepared(self, message: PreparedMessage) -> bytes:
         """Return the frame(s) of a message prepared once for many connections: a server without

@@ -31,7 +31,8 @@ class HTTPHandler(Protocol):
     """Serves the plain HTTP requests of a server's connections (the server's ``http_handler``)."""
 
     async def serve_http(self, connection: HTTPConnection) -> Upgrade | None:
-        """Serve ``connection`` (its first request is in ``connection.data``) until it is done
+        """Serve ``connection`` (its first request is in ``connection.data``; ``connection.request``
+        is ``None`` when the server's own parser refused it: the handler's is the judge) until it is done
         (``None``: the server closes the stream), or until a request asks for a WebSocket
         upgrade: then return that request and the bytes after it, and the server goes on with
         the opening handshake as for a first request. Must not raise but for cancellation."""
@@ -71,10 +72,12 @@ class IdleConnections:
 class HTTPConnection:
     """A connection handed to the server's :class:`HTTPHandler`: the ``stream``, the bytes read
     from it so far (``data``: the first request's head and what followed), that ``request``
-    (scheme, client and host as trusted proxies forwarded them), and the server's settings the
+    (scheme, client and host as trusted proxies forwarded them; ``None`` when the server's parser
+    refused the head, which the handler then judges itself), and the server's settings the
     handler keeps to: ``options`` (``open_timeout`` bounds each request's head, ``close_timeout``
     the end of a response at shutdown), ``max_request_size`` (a request head's limit),
-    ``server_header`` and ``process_request`` (the hook that sees every request first)."""
+    ``server_header`` and ``process_request`` (the hook that sees every request first); and the
+    connection's ``nursery``, for tasks of the handler's own (they end with the connection)."""
 
     __slots__ = (
         "_idle",
@@ -86,6 +89,7 @@ class HTTPConnection:
         "access_log_query",
         "data",
         "max_request_size",
+        "nursery",
         "options",
         "process_request",
         "request",
@@ -97,9 +101,10 @@ class HTTPConnection:
         self,
         stream: trio.abc.Stream,
         data: bytes,
-        request: Request,
+        request: Request | None,
         record: AccessRecord,
         idle: IdleConnections,
+        nursery: trio.Nursery,
         *,
         scheme: str,
         root_path: str,
@@ -112,6 +117,7 @@ class HTTPConnection:
         access_log_query: bool,
     ) -> None:
         self.stream = stream
+        self.nursery = nursery
         self.data = data
         self.request = request
         self.options = options

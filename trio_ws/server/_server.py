@@ -23,7 +23,7 @@ from ..connection import (
     WebSocketState,
     check_close,
 )
-from ..protocol import CloseCode, error_response
+from ..protocol import CloseCode
 from ._access import AccessRecord, peer_address
 from ._handoff import HTTPHandler
 from ._observer import ServerObserver
@@ -245,7 +245,7 @@ class WebSocketServer:
                 scope.shield = True
                 self._scopes[scope] = scope
                 if full:
-                    busy = error_response(503, "too many connections\n", [("Retry-After", "1")])
+                    busy = self._upgrader.refusal(503, "too many connections\n", [("Retry-After", "1")])
                     await self._upgrader.answer(stream, record, busy)
                 else:
                     # open_timeout ends the reading, or a shutdown (the upgrader then answers 503).

@@ -8,7 +8,7 @@ from __future__ import annotations
 import collections
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -24,7 +24,7 @@ from ..connection import (
     answer_and_linger,
     receive_some,
 )
-from ..protocol import HandshakeError, RequestParser, Role, error_response, validate_request
+from ..protocol import HandshakeError, RequestHead, RequestParser, Role, error_response, validate_request
 from ._access import AccessRecord
 from ._handoff import HTTPConnection, HTTPHandler, IdleConnections, Upgrade
 from ._proxies import Network, apply_forwarded
@@ -99,6 +99,13 @@ class Upgrader:
         #: The HTTP connections waiting for a request, which a shutdown closes.
         self.idle = IdleConnections(registry)
 
+    def refusal(self, status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+        """A refusal on the wire; with the ``Server`` header when an HTTP handler serves plain
+        requests (its refusals have it: the first request's and the later ones' look alike)."""
+        if self.http is not None and self.server_header is not None:
+            headers = [*headers, ("Server", self.server_header)]
+        return error_response(status, text, headers)
+
     async def answer(self, stream: trio.abc.Stream, record: AccessRecord, data: bytes) -> None:
         """Answer with ``data`` (an HTTP response) and end the connection (the caller closes it)."""
         record.status = data[9:12].decode("latin-1")
@@ -126,10 +133,11 @@ class Upgrader:
         TLS, else ``ws``) and ``root_path`` go to the request. (The handler does not run in here:
         an idle connection's task holds as few coroutine frames as it can.)"""
         if not self.registry.accepting:
-            await self.answer(stream, record, error_response(503, "server shutting down"))
+            await self.answer(stream, record, self.refusal(503, "server shutting down"))
             return None
         parser = RequestParser(max_size=self.max_request_size)
         request = None
+        refused = False  # (the parser refused a head the HTTP handler judges)
         chunks: list[bytes | bytearray]  # (read with an HTTP handler only)
         try:
             with reading:
@@ -140,51 +148,54 @@ class Upgrader:
                         request = parser.receive_data(await receive_some(stream, 65536))
                 else:  # the bytes are kept: a plain HTTP request goes to the HTTP handler whole
                     chunks = []
-                    while request is None:
-                        chunks.append(await receive_some(stream, 65536))
-                        request = parser.receive_data(chunks[-1])
-            if request is None:
+                    try:
+                        while request is None:
+                            chunks.append(await receive_some(stream, 65536))
+                            request = parser.receive_data(chunks[-1])
+                    except HandshakeError:  # (the handler's parser judges it, as every later request)
+                        if not any(chunks):
+                            raise
+                        refused = True
+            if request is None and not refused:
                 if self.http is not None and self.registry.accepting and any(chunks):
-                    await self.answer(stream, record, error_response(408, "the request head took too long\n"))
+                    await self.answer(stream, record, self.refusal(408, "the request head took too long\n"))
                 elif self.registry.accepting:
                     logger.debug("opening handshake timed out")
                 else:  # a shutdown stopped the reading
-                    await self.answer(stream, record, error_response(503, "server shutting down\n"))
+                    await self.answer(stream, record, self.refusal(503, "server shutting down\n"))
                 return None
             trailing = parser.trailing
             del parser  # (this frame lives as long as the connection)
             if scheme is None:
                 scheme = "wss" if isinstance(stream, trio.SSLStream) else "ws"
-            req = Request(request, scheme=scheme, client=record.client, root_path=root_path)
-            apply_forwarded(req, self.trusted_proxies, self.proxy_headers)
-            record.request = req
-            if self.http is not None and not request.is_upgrade:
+            req = None if request is None else self._request(request, record, scheme, root_path)
+            if self.http is not None and (request is None or not request.is_upgrade):
                 data = b"".join(chunks)
                 del chunks
-                upgrade = await self._hand_off(stream, record, req, data, scheme, root_path)
+                upgrade = await self._hand_off(stream, record, nursery, req, data, scheme, root_path)
                 if upgrade is None:
                     return None
                 request, trailing = upgrade
-                req = Request(request, scheme=scheme, client=record.client, root_path=root_path)
-                apply_forwarded(req, self.trusted_proxies, self.proxy_headers)
-                record.request = req
+                req = self._request(request, record, scheme, root_path)
+            assert request is not None
+            assert req is not None
             if self.process_request is not None and await self._process_request(stream, record, req):
                 return None
             key = validate_request(request)
         except HandshakeError as exc:
-            await self.answer(stream, record, error_response(exc.status, exc.reason + "\n", exc.headers))
+            await self.answer(stream, record, self.refusal(exc.status, exc.reason + "\n", exc.headers))
             return None
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
             return None
         budget = self.budget
         if budget.used >= budget.limit:  # every byte the server may hold is held: come back later
-            refusal = error_response(503, "server overloaded\n", [("Retry-After", "1")])
+            refusal = self.refusal(503, "server overloaded\n", [("Retry-After", "1")])
             await self.answer(stream, record, refusal)
             return None
         host = req.client[0] if req.client else "-"
         limit = self.max_connections_per_client
         if limit is not None and self.per_client[host] >= limit:
-            refusal = error_response(429, "too many connections from this address\n", [("Retry-After", "1")])
+            refusal = self.refusal(429, "too many connections from this address\n", [("Retry-After", "1")])
             await self.answer(stream, record, refusal)
             return None
         self.per_client[host] += 1
@@ -198,11 +209,19 @@ class Upgrader:
                 self.release_host(host)
         return ws
 
+    def _request(self, head: RequestHead, record: AccessRecord, scheme: str, root_path: str) -> Request:
+        """``head`` as the connection's request (what trusted proxies forward applied)."""
+        request = Request(head, scheme=scheme, client=record.client, root_path=root_path)
+        apply_forwarded(request, self.trusted_proxies, self.proxy_headers)
+        record.request = request
+        return request
+
     async def _hand_off(
         self,
         stream: trio.abc.Stream,
         record: AccessRecord,
-        request: Request,
+        nursery: trio.Nursery,
+        request: Request | None,
         data: bytes,
         scheme: str,
         root_path: str,
@@ -215,6 +234,7 @@ class Upgrader:
             request,
             record,
             self.idle,
+            nursery,
             scheme=scheme,
             root_path=root_path,
             options=self.options,
