@@ -1,6 +1,7 @@
 """Members of a hub's rooms, for the tests of rooms across processes: a test client whose handler
-stays in its rooms until the client leaves, and the texts it receives, collected as they come; hubs
-running with their backend ready; a poll of another process's state."""
+stays in its rooms until the client leaves, and the texts it receives, collected as they come; a
+member of a room with history, from the position its client gives; hubs running with their backend
+ready; a poll of another process's state."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import trio
 
-from trio_ws import Hub, RedisClusterBackend, WebSocket
+from trio_ws import Hub, RedisClusterBackend, StreamPosition, WebSocket
 from trio_ws.testing import open_test_client
 
 
@@ -66,6 +67,20 @@ class Member:
         with trio.fail_after(10):
             while len(self.got) < count:
                 await self.arrived.wait()
+
+
+def history_member(hub: Hub, room: str) -> Callable[[WebSocket], Awaitable[None]]:
+    """A handler: a member of ``room`` on ``hub`` from the position in its query string
+    (``?offset=...&epoch=...``), if any, until its client leaves."""
+
+    async def handler(ws: WebSocket) -> None:
+        await ws.accept()
+        since = StreamPosition.from_client(ws.query_params.get("offset"), ws.query_params.get("epoch"))
+        async with hub.subscribe(ws, room, since=since):
+            async for _ in ws.iter_text():
+                pass
+
+    return handler
 
 
 @contextlib.asynccontextmanager

@@ -149,6 +149,14 @@ class RedisClusterNodes:
     def thaw(self, port: int) -> None:
         self.processes[port].send_signal(signal.SIGCONT)
 
+    async def cut_off(self, replica: int, primary: int) -> None:
+        """Nothing the primary on ``primary`` takes from now on reaches its replica on ``replica``:
+        the replica is frozen (``thaw`` it), and the primary drops its replication link meanwhile.
+        (Freezing alone is not enough: what the primary sends waits in the frozen replica's socket,
+        and the replica reads it once thawed, even after the primary died.)"""
+        self.freeze(replica)
+        assert (await self.cli(primary, "client", "kill", "type", "replica")).strip() == "1"
+
     def running(self, port: int) -> bool:
         return self.processes[port].poll() is None
 
@@ -157,6 +165,16 @@ class RedisClusterNodes:
             [self.cli_binary, "-p", str(port), *args], capture_stdout=True, capture_stderr=True, check=check
         )
         return result.stdout.decode("utf-8", "replace")
+
+    async def replicated(self, port: int, tag: str, timeout_ms: int = 2000) -> int:
+        """How many replicas have everything the primary on ``port`` has taken so far: one write of
+        this connection (a key with the hash tag ``tag``, so in a slot of that primary), then
+        ``WAIT 1 timeout_ms`` on the same connection (WAIT waits for its own client's writes)."""
+        commands = f"INCR {tag}:fence\nWAIT 1 {timeout_ms}\n".encode()
+        result = await trio.run_process(
+            [self.cli_binary, "-p", str(port)], stdin=commands, capture_stdout=True, capture_stderr=True
+        )
+        return int(result.stdout.split()[-1])
 
     async def info(self, port: int) -> dict[str, str]:
         lines = (await self.cli(port, "cluster", "info")).splitlines()
@@ -189,7 +207,9 @@ class RedisClusterNodes:
         seen = await self.nodes(primary)
         ids = {fields[0]: int(fields[1].split("@")[0].rsplit(":", 1)[1]) for fields in seen}
         own = next(fields[0] for fields in seen if "myself" in fields[2])
-        return next(ids[fields[0]] for fields in seen if fields[3] == own)
+        found = [ids[fields[0]] for fields in seen if fields[3] == own]
+        assert found, f"the primary on {primary} knows no replica of its own"
+        return found[0]
 
     async def one_room_per_primary(self, stem: str) -> dict[int, str]:
         """A room named ``<stem><n>`` (channel ``{trio_ws:<room>}``) on each primary: port -> room."""
@@ -244,14 +264,21 @@ class RedisClusterNodes:
                 await self.cli(port, "config", "set", name, value)
 
     async def wait_healthy(self) -> None:
-        """Until every node runs, says ``cluster_state:ok`` and knows six nodes, none failed, and
-        every replica is in sync with its primary (else it could not be promoted)."""
+        """Until every node runs, says ``cluster_state:ok`` and knows six nodes, none failed, every
+        primary knows its replica, and every replica takes its primary's writes (else it could not
+        be promoted with them). The last is a write and a WAIT on each primary: a replica that was
+        just synchronised again says its link is up, but its primary starts streaming its writes to
+        it only at its first acknowledgement, up to a second later."""
         with trio.fail_after(30):
             for port in self.ports:
                 if not self.running(port):
                     self.launch(port)
             while not await self._healthy():  # noqa: ASYNC110 - other processes' state
                 await trio.sleep(POLL)
+            for port in await self.primaries():
+                tag = "{trio_ws:" + await self.room_on(port, "fence") + "}"
+                while await self.replicated(port, tag, timeout_ms=200) != 1:  # WAIT: the poll's pause
+                    pass
 
     async def _healthy(self) -> bool:
         for port in self.ports:
@@ -268,7 +295,14 @@ class RedisClusterNodes:
             if "role:slave" in replication and "master_link_status:up" not in replication:
                 return False
         masters = await self.primaries()
-        return len(masters) == len(self.ports) // 2 and all(masters.values())
+        if len(masters) != len(self.ports) // 2 or not all(masters.values()):
+            return False
+        for port in masters:  # each primary's own view names its replica
+            seen = await self.nodes(port)
+            own = next(fields[0] for fields in seen if "myself" in fields[2])
+            if not any(fields[3] == own for fields in seen):
+                return False
+        return True
 
     async def wait_promoted(self, replica: int) -> None:
         """Until the node on ``replica`` is a primary that serves slots, and the cluster is ok."""

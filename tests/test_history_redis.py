@@ -1,6 +1,7 @@
 """The history of rooms in a real redis-server: its keys (one hash tag per room, nothing for a room
 without history), its ttl, the sharded publication a cluster uses, Redis away, a member that missed
-live messages, and a member of a killed process recovering in another one."""
+live messages, a stream that went back in Redis (publications it lost) never given again as if
+nothing was lost, and a member of a killed process recovering in another one."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ import coredis
 import pytest
 import trio
 from helpers import free_port
+from hub_members import history_member as member
 from redis_server import Redis
 from test_history import envelope, notice
 
-from trio_ws import Hub, RedisBackend, StreamPosition, WebSocket, open_websocket
+from trio_ws import Hub, RedisBackend, StreamPosition, open_websocket
 from trio_ws.app._history_redis import RedisHistory
 from trio_ws.protocol import PreparedMessage
 from trio_ws.testing import open_test_client
@@ -43,17 +45,6 @@ async def client_of(redis: Redis) -> AsyncIterator[Any]:
     client: Any = coredis.Redis.from_url(redis.url)
     async with client:
         yield client
-
-
-def member(hub: Hub, room: str) -> Any:
-    async def handler(ws: WebSocket) -> None:
-        await ws.accept()
-        since = StreamPosition.from_client(ws.query_params.get("offset"), ws.query_params.get("epoch"))
-        async with hub.subscribe(ws, room, since=since):
-            async for _ in ws.iter_text():
-                pass
-
-    return handler
 
 
 async def test_a_room_keeps_its_keys_under_one_hash_tag_and_a_plain_room_none(redis: Redis) -> None:
@@ -203,6 +194,84 @@ async def test_a_member_that_missed_live_messages_sees_the_gap_and_recovers_it(r
             assert [(await ws.receive_json(timeout=10))["data"] for _ in range(5)] == [
                 f"m{i}" for i in range(2, 7)
             ]
+
+
+async def lose_the_last(redis: Redis, room: str, count: int) -> None:
+    """Leave ``room``'s stream as Redis has it after losing its ``count`` last publications (a
+    failover before they reached the replica, a restart from an older copy): entries and offset."""
+    stream, meta = f"{{trio_ws:{room}}}:history", f"{{trio_ws:{room}}}:meta"
+    offset = int(await redis.cli("HGET", meta, "offset"))
+    await redis.cli("XDEL", stream, *(f"{offset - i}-0" for i in range(count)))
+    await redis.cli("XSETID", stream, f"{offset - count}-0")  # its last id too, as the replica had it
+    await redis.cli("HSET", meta, "offset", str(offset - count))
+
+
+async def test_a_stream_behind_what_this_process_saw_is_not_taken_up_again(redis: Redis) -> None:
+    """The process gave offsets 1..5; Redis lost 4 and 5. Neither its next join nor its next
+    publication goes on from 3 (that would give 4 and 5 again, to other messages): a new epoch."""
+    async with running(redis, history_size=100, envelope=True) as hub:
+        epochs = {}
+        for room in ("r", "s"):
+            positions = [await hub.publish(room, f"m{i}") for i in range(1, 6)]
+            epochs[room] = next(position.epoch for position in positions if position)
+            assert positions == [StreamPosition(i, epochs[room]) for i in range(1, 6)]
+            await lose_the_last(redis, room, 2)
+        # A join first: told it missed some (not given m3 as if nothing else was missed).
+        async with open_test_client(member(hub, "r"), query_string=f"offset=2&epoch={epochs['r']}") as ws:
+            joined = await ws.receive_json(timeout=10)
+            assert joined == notice(0, joined["epoch"], False)
+            assert joined["epoch"] != epochs["r"]
+            after = await hub.publish("r", "m6")
+            assert after == StreamPosition(1, joined["epoch"])
+            assert await ws.receive_json(timeout=10) == envelope(1, after.epoch, "m6")
+        # A publication first: offset 1 of a new epoch, not 4 again.
+        other = await hub.publish("s", "m6")
+        assert other is not None and other.offset == 1 and other.epoch != epochs["s"]
+        async with open_test_client(member(hub, "s"), query_string=f"offset=3&epoch={epochs['s']}") as ws:
+            assert (await ws.receive_json(timeout=10))["recovered"] is False
+        assert hub.stats.not_recovered == 2
+
+
+async def test_a_live_offset_received_again_ends_the_epoch_of_its_stream(redis: Redis) -> None:
+    """After Redis lost offsets 4 and 5, another process that never saw them is given 4 again (it
+    cannot know). This process received 4 and 5 live: it ends the stream's epoch, so that no member
+    coming back with 4 or 5 is given the new messages for the lost ones."""
+    async with running(redis, history_size=100, envelope=True) as here, client_of(redis) as client:
+
+        async def publish_there(history: RedisHistory, text: str) -> StreamPosition:
+            message = PreparedMessage(text)
+            return await history.append(client, "r", "trio_ws:r", message, is_json=False, size=100, ttl=0)
+
+        async with open_test_client(member(here, "r")) as ws:
+            epoch = (await ws.receive_json(timeout=10))["epoch"]
+            before = RedisHistory("trio_ws:")  # a process that goes away after these
+            for i in range(1, 6):
+                await publish_there(before, f"m{i}")
+            assert [(await ws.receive_json(timeout=10))["offset"] for _ in range(5)] == [1, 2, 3, 4, 5]
+            await lose_the_last(redis, "r", 2)
+            again = await publish_there(RedisHistory("trio_ws:"), "m6")  # one that saw nothing
+            assert again == StreamPosition(4, epoch)
+            assert await ws.receive_json(timeout=10) == envelope(4, epoch, "m6")  # 4 again, live
+            with trio.fail_after(10):  # this process ends the epoch in Redis: wait on Redis's state
+                while (await redis.cli("HGET", "{trio_ws:r}:meta", "epoch")).strip() == epoch:
+                    await trio.lowlevel.checkpoint()
+        for since in (3, 5):
+            async with open_test_client(
+                member(here, "r"), query_string=f"offset={since}&epoch={epoch}"
+            ) as ws:
+                joined = await ws.receive_json(timeout=10)
+                assert joined["recovered"] is False and joined["epoch"] != epoch
+
+
+def test_what_a_process_saw_live_tells_a_reused_offset_from_a_late_one() -> None:
+    history = RedisHistory("p:")
+    assert not any(history.saw_live("r", StreamPosition(offset, "e")) for offset in (1, 2, 3, 5, 6))
+    assert not history.saw_live("r", StreamPosition(4, "e"))  # late (another connection): unknown
+    assert history.saw_live("r", StreamPosition(6, "e"))  # received live before: given again
+    assert not history.saw_live("r", StreamPosition(5, "e"))  # the epoch ends once
+    assert not history.saw_live("r", StreamPosition(1, "f"))  # another epoch starts afresh
+    assert not history.saw_live("r", StreamPosition(2, "f"))
+    assert history.saw_live("r", StreamPosition(1, "f"))
 
 
 @contextlib.asynccontextmanager

@@ -1,5 +1,6 @@
 """Rooms across processes through a real redis-server (Debian's redis-server, started here on a free
-port; ``.ci/run`` installs it): two server processes, Redis restarted mid-test, ``--workers``."""
+port; ``.ci/run`` installs it): two server processes, Redis restarted mid-test, ``--workers``; and the
+options both Redis backends take."""
 
 from __future__ import annotations
 
@@ -12,14 +13,29 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
+import pytest
 import trio
 from helpers import Chat, free_port
 from redis_server import Redis
 
-from trio_ws import Hub, RedisBackend, open_websocket
+from trio_ws import Hub, RedisBackend, RedisClusterBackend, open_websocket
+from trio_ws.app._redis_common import RedisOptions, RedisSettings
 
 APPS = Path(__file__).resolve().parent / "apps"
 CHAT = Path(__file__).resolve().parent.parent / "examples" / "chat.py"
+
+
+def test_both_backends_take_the_same_options_checked_at_once() -> None:
+    assert RedisOptions.__optional_keys__ == set(attrs.fields_dict(RedisSettings))
+    for backend in (RedisBackend, RedisClusterBackend):
+        assert backend(publish_timeout=2.5).settings == RedisSettings(publish_timeout=2.5)
+        with pytest.raises(ValueError, match="publish_timeout must be a positive number"):
+            backend(publish_timeout=0)
+        with pytest.raises(ValueError, match="presence_interval"):
+            backend(presence_ttl=10, presence_interval=10)
+        with pytest.raises(TypeError, match="publish_timout"):
+            backend(publish_timout=1)  # type: ignore[call-arg]
 
 
 @contextlib.asynccontextmanager

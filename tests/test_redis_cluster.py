@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
-from hub_members import backend, member, running, until
+from hub_members import backend, history_member, member, running, until
 from redis_cluster import NODE_TIMEOUT_MS, RedisClusterNodes, key_slot
 
-from trio_ws import Hub, RedisClusterBackend, StreamPosition, WebSocket
+from trio_ws import Hub, RedisClusterBackend
 from trio_ws.app._redis_cluster_topology import ClusterTopology
 from trio_ws.app._redis_cluster_topology import key_slot as library_key_slot
 from trio_ws.testing import open_test_client
@@ -259,13 +259,7 @@ async def test_a_rooms_history_lives_on_its_primary_and_a_member_of_another_proc
 ) -> None:
     hub_a, hub_b = (Hub(backend(redis_cluster), history_size=100, envelope=True) for _ in range(2))
 
-    async def handler(ws: WebSocket) -> None:  # a member of "story" on hub_b, from a position
-        await ws.accept()
-        since = StreamPosition.from_client(ws.query_params.get("offset"), ws.query_params.get("epoch"))
-        async with hub_b.subscribe(ws, "story", since=since):
-            async for _ in ws.iter_text():
-                pass
-
+    handler = history_member(hub_b, "story")  # a member of "story" on hub_b, from a position
     async with running(hub_a, hub_b):
         async with open_test_client(handler) as ws:
             epoch = (await ws.receive_json(timeout=10))["epoch"]

@@ -1,6 +1,8 @@
 """Rooms over a real Redis Cluster when it changes: a primary killed (``kill -9``) and its replica
-promoted, a slot moved to another primary; and three processes with 1,000 members each, over 100
-rooms, on the cluster and on a single Redis server (docs/scaling.md)."""
+promoted, with what a member of a room with history recovers across it (everything, when the replica
+had it; else it is told it cannot); a slot moved to another primary; and three processes with 1,000
+members each, over 100 rooms, on the cluster and on a single Redis server (docs/scaling.md,
+docs/broadcast.md#delivery)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
-from hub_members import backend, member, ready, running, until
+from hub_members import backend, history_member, member, ready, running, until
 from redis_cluster import NODE_TIMEOUT_MS, RedisClusterNodes, key_slot
 from redis_server import Redis
+from test_history import envelope, notice
 
-from trio_ws import Hub
+from trio_ws import Hub, StreamPosition
+from trio_ws.testing import open_test_client
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -104,6 +109,134 @@ async def test_a_killed_primary_is_failed_over_and_only_its_rooms_pause(
             assert len(someone.got) == len(set(someone.got))
             gap = [text for text in someone.got if text.startswith("gap ")]
             assert gap in ([], [f"gap {len(failed)}"])
+
+
+async def publish_until_taken(hub: Hub, room: str, text: str) -> StreamPosition:
+    """Publish ``text`` to a room with history until its primary takes it: each refusal is counted,
+    never delivered (the room's shard is failing over, in other processes: poll it)."""
+    with trio.fail_after(FAILOVER_BOUND):
+        while True:
+            position = await hub.publish(room, text)
+            if position is not None:
+                return position
+            await trio.sleep(0.01)
+
+
+def history_hub(cluster: RedisClusterNodes) -> Hub:
+    """A hub with history in every room, that knows every node (its first may be the one killed)."""
+    options = {"publish_timeout": 2.0, "startup_nodes": cluster.startup_nodes}
+    return Hub(backend(cluster, **options), history_size=1000, envelope=True)
+
+
+@pytest.mark.parametrize("replicated", [True, False], ids=["replicated", "lost_in_the_failover"])
+async def test_a_member_back_after_a_failover_gets_what_it_missed_or_is_told_it_cannot(
+    redis_cluster: RedisClusterNodes, replicated: bool
+) -> None:
+    hub_a, hub_b = history_hub(redis_cluster), history_hub(redis_cluster)
+    primary = next(iter(await redis_cluster.primaries()))
+    replica = await redis_cluster.replica_of(primary)
+    room = await redis_cluster.room_on(primary, "kept" if replicated else "lost")
+    async with running(hub_a, hub_b):
+        async with open_test_client(history_member(hub_a, room)) as alice:
+            epoch = (await alice.receive_json(timeout=10))["epoch"]
+            for i in range(1, 6):
+                await hub_b.publish(room, f"m{i}")
+            got = [await alice.receive_json(timeout=10) for _ in range(5)]
+            assert got == [envelope(i, epoch, f"m{i}", room) for i in range(1, 6)]
+        # Alice left with (5, epoch). Five more; then the primary is killed at once.
+        if not replicated:
+            await redis_cluster.cut_off(replica, primary)  # what the primary takes now is not replicated
+        try:
+            positions = [await hub_b.publish(room, f"m{i}") for i in range(6, 11)]
+            assert positions == [StreamPosition(i, epoch) for i in range(6, 11)]
+            if replicated:  # everything the primary took is on its replica
+                assert await redis_cluster.replicated(primary, "{trio_ws:" + room + "}") == 1
+            redis_cluster.kill(primary)
+        finally:
+            redis_cluster.thaw(replica)
+        killed = trio.current_time()
+        after: list[StreamPosition | None] = [await publish_until_taken(hub_b, room, "m11")]
+        print(f"the room took publications again {trio.current_time() - killed:.2f} s after the kill")
+        after += [await hub_b.publish(room, f"m{i}") for i in range(12, 16)]
+        assert (await redis_cluster.primaries()).get(replica)
+        query = f"offset=5&epoch={epoch}"
+        async with open_test_client(history_member(hub_b, room), query_string=query) as alice:
+            joined = await alice.receive_json(timeout=10)
+            if replicated:  # exactly what it missed, in order, then the live ones
+                assert after == [StreamPosition(i, epoch) for i in range(11, 16)]
+                assert joined == notice(5, epoch, True, room=room)
+                got = [await alice.receive_json(timeout=10) for _ in range(10)]
+                assert got == [envelope(i, epoch, f"m{i}", room) for i in range(6, 16)]
+                assert (hub_b.stats.recovered, hub_b.stats.not_recovered) == (1, 0)
+            else:
+                # m6..m10 were lost with the primary: hub_b had been given offsets 6..10, and the
+                # promoted replica's stream stops at 5. Its first publication there starts a new
+                # epoch instead of giving offsets 6..10 again, and Alice is told she missed some.
+                assert after[0] is not None
+                new = after[0].epoch
+                assert new != epoch
+                assert after == [StreamPosition(i, new) for i in range(1, 6)]
+                assert joined == notice(5, new, False, room=room)
+                assert (hub_b.stats.recovered, hub_b.stats.not_recovered) == (0, 1)
+            live = await hub_b.publish(room, "live")
+            assert live is not None
+            assert await alice.receive_json(timeout=10) == envelope(live.offset, live.epoch, "live", room)
+
+
+async def test_a_process_that_saw_lost_publications_live_ends_their_epoch_when_it_sees_them_reused(
+    redis_cluster: RedisClusterNodes,
+) -> None:
+    """The publications lost in a failover were published by a process that is gone, and the next
+    ones by a process that knows nothing of them: the offsets come again. A process whose member
+    received the lost ones live sees them come again and ends the stream's epoch, so that no member
+    is given the new messages for the ones it missed."""
+    hub_a = history_hub(redis_cluster)
+    primary = next(iter(await redis_cluster.primaries()))
+    replica = await redis_cluster.replica_of(primary)
+    room = await redis_cluster.room_on(primary, "reused")
+    meta = "{trio_ws:" + room + "}:meta"
+    async with running(hub_a), open_test_client(history_member(hub_a, room)) as bob:
+        epoch: str = (await bob.receive_json(timeout=10))["epoch"]
+        hub_b = history_hub(redis_cluster)
+        async with running(hub_b):  # a publisher that goes away with what it knew
+            for i in range(1, 6):
+                await hub_b.publish(room, f"m{i}")
+            await redis_cluster.cut_off(replica, primary)
+            try:
+                for i in range(6, 11):
+                    await hub_b.publish(room, f"m{i}")
+                got = [await bob.receive_json(timeout=10) for _ in range(10)]  # live, before the kill
+                assert got == [envelope(i, epoch, f"m{i}", room) for i in range(1, 11)]
+                redis_cluster.kill(primary)
+            finally:
+                redis_cluster.thaw(replica)
+        await redis_cluster.wait_promoted(replica)
+        channel = "{trio_ws:" + room + "}"
+
+        async def hub_a_subscribed_there() -> bool:
+            return channel in await redis_cluster.shard_channels(replica)
+
+        await until(hub_a_subscribed_there)
+        hub_c = history_hub(redis_cluster)
+        async with running(hub_c):
+            # hub_c cannot know: the promoted replica's stream stops at 5, it gives offset 6 again.
+            first = await publish_until_taken(hub_c, room, "m11")
+            assert first == StreamPosition(6, epoch)
+            assert await bob.receive_json(timeout=10) == envelope(6, epoch, "m11", room)  # offset went back
+
+            async def epoch_ended() -> bool:
+                return (await redis_cluster.cli(replica, "hget", meta, "epoch")).strip() != epoch
+
+            await until(epoch_ended)  # hub_a saw offset 6 before: it ended the epoch
+            for since in (5, 10):  # positions before and after the lost ones: neither is recovered
+                query = f"offset={since}&epoch={epoch}"
+                async with open_test_client(history_member(hub_c, room), query_string=query) as again:
+                    joined = await again.receive_json(timeout=10)
+                    assert joined["recovered"] is False
+                    assert joined["epoch"] not in (None, epoch)
+            second = await hub_c.publish(room, "m12")
+            assert second is not None and second.offset == 1 and second.epoch != epoch
+            assert await bob.receive_json(timeout=10) == envelope(1, second.epoch, "m12", room)
 
 
 async def test_a_room_whose_slot_moves_follows_it_to_its_new_primary(

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
+import trio.testing
 from redis_server import Redis
 
 from trio_ws import Hub, RedisBackend, WebSocket
@@ -239,3 +240,24 @@ async def test_the_health_check_notices_a_frozen_redis_and_its_return(redis: Red
             await backend.ready.wait()
         await hub.publish("r", "taken")
         assert hub.stats.publish_errors == 1
+
+
+async def test_a_publication_whose_connection_fails_on_its_way_is_a_timeout(redis: Redis) -> None:
+    """Redis is frozen with the publication sent, then killed: the connection fails before any
+    answer. Whether Redis ran it cannot be known (a Redis Cluster primary killed mid-traffic had run
+    such a one, its replica showed), so it is counted as a timeout (it may have been delivered),
+    never as refused (never sent); the next ones fail at once."""
+    backend = RedisBackend(redis.url, publish_timeout=10.0, health_interval=60)
+    hub = Hub(backend)
+    async with running(hub):
+        await hub.publish("r", "first")  # the command connection is open
+        redis.freeze()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.publish, "r", "on its way")
+            await trio.testing.wait_all_tasks_blocked()  # written to the frozen server, unanswered
+            await redis.stop()  # kill -9
+        assert (hub.stats.publish_errors, hub.stats.publish_timeouts) == (1, 1)
+        assert not backend.ready.is_set()
+        with trio.fail_after(1):
+            await hub.publish("r", "refused")  # at once: never sent
+        assert (hub.stats.publish_errors, hub.stats.publish_timeouts) == (2, 1)

@@ -32,6 +32,7 @@ from typing import Any, final
 import trio
 
 from ._redis_cluster_topology import Address, channel_name, key_slot, room_name
+from ._redis_common import ReconnectDelay, RedisSettings
 
 __all__ = ["ClusterShard"]
 
@@ -58,33 +59,28 @@ class ClusterShard:
         self,
         address: Address,
         url: str,
+        settings: RedisSettings,
         *,
-        prefix: str,
         rooms: Callable[[Address], Collection[str]],
         deliver: Callable[[str, bytes], None],
         changed: Callable[[], None],
         moved: Callable[[Address], None],
-        health_interval: float,
-        health_timeout: float,
-        subscribe_timeout: float,
     ) -> None:
         self.address = address
         self.url = url
-        self.prefix = prefix
+        self.settings = settings  # the backend's: prefix, health_interval, health_timeout, subscribe_timeout
+        self.prefix = settings.prefix
         self.rooms = rooms  # the rooms this primary serves and this process wants
         self.deliver = deliver  # (room, data) of each message
         self.changed = changed  # readiness or subscriptions changed
         self.moved = moved  # the node dropped a channel: its slot moved, read the topology again
-        self.health_interval = health_interval
-        self.health_timeout = health_timeout
-        self.subscribe_timeout = subscribe_timeout
         self.subscribed: set[str] = set()  # confirmed on the current connection
         self.evicted: set[str] = set()  # dropped by the server: not asked for again before a new topology
         self.unsubscribing: collections.Counter[bytes] = collections.Counter()
         self.synced = False  # the current connection subscribed what was wanted when it started
         self.healthy = True  # the last PING (or publication) was answered in time
         self.wakeup = trio.Event()  # subscriptions to change, or health to check now
-        self.delay = 0.1  # before the next reconnection
+        self.reconnect = ReconnectDelay(settings.max_delay)  # the wait before the next reconnection
         self.client: Any = None  # a coredis.Redis of this primary, while connected
 
     @property
@@ -115,7 +111,7 @@ class ClusterShard:
         client = coredis.Redis.from_url(self.url, retry_policy=coredis.retry.NoRetryPolicy())
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(client)
-            with trio.fail_after(self.subscribe_timeout):  # a node that does not answer a connect
+            with trio.fail_after(self.settings.subscribe_timeout):  # a node that does not answer a connect
                 connection = await stack.enter_async_context(client.connection_pool.acquire())
             stack.callback(connection.invalidate)  # subscribed: never back into the pool
             nursery = await stack.enter_async_context(trio.open_nursery())
@@ -124,6 +120,7 @@ class ClusterShard:
             await self._keep(connection)
 
     async def _keep(self, connection: Any) -> None:
+        settings = self.settings
         while True:
             self.wakeup = trio.Event()
             wanted = set(self.rooms(self.address)) - self.evicted
@@ -138,25 +135,25 @@ class ClusterShard:
                 connection.send_command(b"SSUBSCRIBE", *group)
             # The barrier: Redis answers in order, so the PONG comes once every command above took
             # effect; an error reply to one of them (a MOVED) is raised here instead.
-            with trio.move_on_after(self.health_timeout) as scope:
+            with trio.move_on_after(settings.health_timeout) as scope:
                 await connection.create_request(b"PING", decode=False)
             answered = not scope.cancelled_caught
             if answered:
                 self.subscribed |= new
                 self.synced = True
-                self.delay = 0.1
+                self.reconnect.reset()
             if answered != self.healthy:
                 logger.warning(
                     "Redis Cluster node %s:%d %s",
                     *self.address,
                     "answers again"
                     if answered
-                    else f"does not answer (no PONG within {self.health_timeout} s)",
+                    else f"does not answer (no PONG within {settings.health_timeout} s)",
                 )
                 self.healthy = answered
             self.changed()
             if answered:
-                with trio.move_on_after(self.health_interval):
+                with trio.move_on_after(settings.health_interval):
                     await self.wakeup.wait()
 
     async def _read(self, connection: Any) -> None:

@@ -1,26 +1,20 @@
 """Where a room's messages go in a Redis Cluster: the slot of its channel (:func:`key_slot`), which
 primary serves which slot (:class:`ClusterTopology`, from ``CLUSTER SHARDS``), and the small helpers
-of :class:`RedisClusterBackend` that know no connection: node URLs, startup nodes, failures to log."""
+of :class:`RedisClusterBackend` that know no connection: node URLs and startup nodes."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
-import trio
-
-if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
     "SLOTS",
     "Address",
     "ClusterTopology",
     "channel_name",
-    "failure",
     "key_slot",
     "node_url",
     "parse_address",
@@ -122,22 +116,3 @@ def parse_address(node: str) -> Address:
     if not host or not port.isdigit():
         raise ValueError(f"a startup node is 'host:port', not {node!r}")
     return host.strip("[]"), int(port)
-
-
-def failure(exc: BaseException) -> BaseException:
-    """What to log of a failure (a group's first leaf); a cancellation, or anything but an
-    ``Exception``, is raised again instead. coredis's own tasks can fail with a ConnectionError
-    next to our Cancelled (closing while Redis is away): the cancellation goes on alone."""
-    if isinstance(exc, BaseExceptionGroup):
-        cancelled: BaseException | None = exc.split(trio.Cancelled)[0]
-        while isinstance(cancelled, BaseExceptionGroup):
-            cancelled = cancelled.exceptions[0]
-        if cancelled is not None:
-            raise cancelled from None
-        if exc.split(Exception)[1] is not None:
-            raise exc
-        while isinstance(exc, BaseExceptionGroup):
-            exc = exc.exceptions[0]
-    elif not isinstance(exc, Exception):
-        raise exc
-    return exc
