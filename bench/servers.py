@@ -19,7 +19,7 @@ MAX_SIZE = 2**24
 
 
 async def run_trio_ws(port: int, deflate: bool) -> None:
-    from trio_ws import DeflateOptions, WebSocket, serve_websocket
+    from trio_ws import WebSocket, serve_websocket
 
     async def echo(ws: WebSocket) -> None:
         await ws.accept()
@@ -30,9 +30,17 @@ async def run_trio_ws(port: int, deflate: bool) -> None:
             else:
                 await ws.send_bytes(message)
 
+    await serve_until_ready(serve_websocket, echo, port, deflate)
+
+
+async def serve_until_ready(serve: Any, app: Any, port: int, deflate: bool) -> None:
+    """``serve(app, ...)`` (trio_ws's ``serve_websocket`` or ``serve_asgi``) with the benchmark's
+    settings, printing ``READY`` once it listens."""
+    from trio_ws import DeflateOptions
+
     async def started(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_websocket(
-            echo,
+        await serve(
+            app,
             "127.0.0.1",
             port,
             max_message_size=MAX_SIZE,
@@ -144,23 +152,9 @@ def starlette_echo() -> Any:
 
 
 async def run_starlette_trio_ws(port: int, deflate: bool) -> None:
-    from trio_ws import DeflateOptions
     from trio_ws.asgi import serve_asgi
 
-    async def started(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_asgi(
-            starlette_echo(),
-            "127.0.0.1",
-            port,
-            max_message_size=MAX_SIZE,
-            ping_interval=None,
-            compression=DeflateOptions() if deflate else None,
-            task_status=task_status,
-        )
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(started)
-        print("READY", flush=True)
+    await serve_until_ready(serve_asgi, starlette_echo(), port, deflate)
 
 
 async def run_starlette_hypercorn_trio(port: int, deflate: bool) -> None:
