@@ -95,7 +95,10 @@ def socks() -> Iterator[dict[str, int]]:
         "socks5-auth": "socks5://127.0.0.1:0#alice:s3cret",
         "socks4": "socks4://127.0.0.1:0",
     }
-    command = [sys.executable, "-u", "-m", "pproxy", "--auth=-1"]  # (no "authenticated" addresses)
+    # pproxy on asyncio's own loop: with uvloop installed (a benchmark's extra) it would take that,
+    # and uvloop 0.23 fails in pproxy.
+    start = "import runpy, sys; sys.modules['uvloop'] = None; runpy.run_module('pproxy', run_name='__main__')"
+    command = [sys.executable, "-u", "-c", start, "--auth=-1"]  # (no "authenticated" addresses)
     for uri in listen.values():
         command += ["-l", uri]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
