@@ -145,6 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--baseline", metavar="DIR", required=True, help="the other checkout")
     parser.add_argument("--seconds", type=float, default=8.0, help="of traffic per run (default 8)")
+    parser.add_argument("--only", nargs="*", type=int, help="run only these scenarios (1 = the first)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("bench_instructions needs valgrind (Debian: apt install valgrind)")
@@ -153,7 +154,9 @@ def main() -> None:
     idle = {name: instructions(name, free_port(), None)[0] for name in names}
     print("| scenario | trio_ws | baseline | trio_ws ÷ baseline |")
     print("| --- | --- | --- | --- |")
-    for title, make in SCENARIOS:
+    for i, (title, make) in enumerate(SCENARIOS, 1):
+        if args.only and i not in args.only:
+            continue
         per: dict[str, float] = {}
         for name in names:
             total, done = instructions(name, free_port(), make(args.seconds))

@@ -91,8 +91,8 @@ def handshakes(port: int, seconds: float, concurrency: int = 10) -> float:
 
 def once(name: str, run: Callable[[int], float]) -> float:
     """``run(port)`` against a fresh server ``name`` of ``bench/servers.py``."""
-    cell.port += 1  # type: ignore[attr-defined]
-    port = cell.port  # type: ignore[attr-defined]
+    runs.port += 1  # type: ignore[attr-defined]
+    port = runs.port  # type: ignore[attr-defined]
     proc = start_server(name, port)
     try:
         return run(port)
@@ -101,15 +101,20 @@ def once(name: str, run: Callable[[int], float]) -> float:
         proc.wait()
 
 
-def cell(names: list[str], run: Callable[[int], float], repeats: int) -> dict[str, float]:
-    """Each server's median over ``repeats``, the servers interleaved and the order reversed every
+def runs(names: list[str], run: Callable[[int], float], repeats: int) -> dict[str, list[float]]:
+    """Each server's ``repeats`` results, the servers interleaved and the order reversed every
     other round (a, b, c, c, b, a, a, b, c, ...): a drift of the machine, or a server that gains
     from running after another, weighs on every server alike."""
     values: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
         for name in names if round_ % 2 == 0 else names[::-1]:
             values[name].append(once(name, run))
-    return {name: statistics.median(v) for name, v in values.items()}
+    return values
 
 
-cell.port = 19500  # type: ignore[attr-defined]
+def cell(names: list[str], run: Callable[[int], float], repeats: int) -> dict[str, float]:
+    """Each server's median of :func:`runs`."""
+    return {name: statistics.median(v) for name, v in runs(names, run, repeats).items()}
+
+
+runs.port = 19500  # type: ignore[attr-defined]

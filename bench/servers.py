@@ -131,6 +131,34 @@ def run_websockets_asyncio(port: int, deflate: bool) -> None:
     asyncio.run(main())
 
 
+def run_picows(port: int, deflate: bool) -> None:
+    """picows (Cython, on uvloop): it hands over frames, not messages, which is all the load
+    generator sends (one unfragmented frame per message)."""
+    if deflate:
+        raise SystemExit("picows has no permessage-deflate")
+
+    import uvloop
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
+
+    class Echo(WSListener):
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+            elif frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                transport.send(frame.msg_type, frame.get_payload_as_memoryview())
+
+    def listener(request: WSUpgradeRequest) -> Echo:
+        return Echo()
+
+    async def main() -> None:
+        server = await ws_create_server(listener, "127.0.0.1", port, max_frame_size=MAX_SIZE)
+        print("READY", flush=True)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
 def starlette_echo() -> Any:
     """A Starlette application whose WebSocket route at ``/`` echoes every message."""
     from starlette.applications import Starlette
@@ -205,14 +233,20 @@ TRIO_SERVERS = {
     "starlette-trio_ws": run_starlette_trio_ws,
     "starlette-hypercorn-trio": run_starlette_hypercorn_trio,
 }
-NAMES = ["trio_ws", "trio-websocket", "websockets-trio", "websockets-asyncio"]
+NAMES = ["trio_ws", "trio-websocket", "websockets-trio", "websockets-asyncio", "picows"]
 ASGI_NAMES = ["starlette-trio_ws", "starlette-hypercorn-trio", "starlette-uvicorn"]
 
 if __name__ == "__main__":
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # as many connections as the system allows
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     name, port = sys.argv[1], int(sys.argv[2])
     deflate = sys.argv[3:] == ["deflate"]
     if name == "websockets-asyncio":
         run_websockets_asyncio(port, deflate)
+    elif name == "picows":
+        run_picows(port, deflate)
     elif name == "starlette-uvicorn":
         run_starlette_uvicorn(port, deflate)
     else:

@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 from trio_ws.connection._io import (
+    READ_SIZE,
     close_socket,
     consume,
     read_buffer,
@@ -170,9 +171,28 @@ def test_the_read_buffer_is_one_per_thread() -> None:
     """Each thread runs its own trio loop, and its connections share one read buffer."""
     mine = read_buffer()
     assert read_buffer() is mine
-    assert len(mine) == 65536
+    assert len(mine) == READ_SIZE == 65536
     other: list[memoryview] = []
     thread = threading.Thread(target=lambda: other.append(read_buffer()))
     thread.start()
     thread.join()
     assert other[0] is not mine
+
+
+async def test_receive_some_and_send_all_are_cancel_points_even_when_they_need_not_wait() -> None:
+    """On plain TCP they read and write without trio's socket calls, and yield only to wait; a
+    cancelled caller is still told at once, with nothing read or written."""
+    client, server = await tcp_pair()
+    await send_all(client, b"ready")
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await receive_some(server, 10)
+        with pytest.raises(trio.Cancelled):
+            await send_all(server, b"never")
+    assert await receive_some(server, 3) == b"rea"  # at most max_bytes; the rest stays
+    assert await receive_some(server, 10) == b"dy"
+    await server.aclose()
+    assert await receive_some(client, 10) == b""  # "never" was not written
+    await client.aclose()

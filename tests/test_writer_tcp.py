@@ -107,6 +107,7 @@ async def test_answers_to_messages_that_waited_go_out_together(monkeypatch: pyte
     monkeypatch.setattr(io_module, "write_now", counting)  # the writer task's
     async with open_websocket_server(echo, "127.0.0.1", 0, ping_interval=None) as server:
         client = await raw_client(server.port)
+        writes.clear()  # (the 101)
         await client.send_texts(*(f"m{i}" for i in range(12)))
         assert await client.messages(12) == [TextMessage(f"m{i}") for i in range(12)]
         await client.stream.aclose()

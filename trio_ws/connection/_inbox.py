@@ -29,7 +29,7 @@ from ..protocol import (
     TextMessage,
 )
 from ._budget import BufferBudget
-from ._io import read_buffer, read_now, receive_some, socket_of
+from ._io import close_socket, read_buffer, read_now, receive_some, socket_of
 from ._limits import MessageMeter
 from ._options import WebSocketOptions
 from ._pacing import cancel_point_and_pace, note_resumed
@@ -128,6 +128,7 @@ class Inbox(Reception):
         sock = self._socket
         buffer = read_buffer()
         data: bytes | bytearray | memoryview = trailing
+        drained = True  # (the request's reads took what the socket had)
         try:
             while True:
                 if data:
@@ -157,12 +158,17 @@ class Inbox(Reception):
                     data = await receive_some(self._stream, _RECEIVE_SIZE)
                 else:  # self._read(), one coroutine less while it waits
                     data = b""  # (a connection waiting keeps no view)
-                    await cancel_point_and_pace()
+                    if drained:  # a read short of the buffer emptied the socket, most likely:
+                        await trio.lowlevel.wait_readable(sock)  # no read that finds nothing
+                        note_resumed()
+                    else:
+                        await cancel_point_and_pace()
                     n = read_now(sock, buffer)
                     while n is None:
                         await trio.lowlevel.wait_readable(sock)
                         note_resumed()
                         n = read_now(sock, buffer)
+                    drained = n < len(buffer)
                     data = buffer[:n]
                 if not data:
                     conn.receive_data(b"")
@@ -184,10 +190,12 @@ class Inbox(Reception):
             self._on_closed(False)
             if self._done is not None:
                 self._done.set()
-            deadline = trio.current_time() + self._options.close_timeout
             try:  # what is queued goes first, then a polite close (TLS close_notify), bounded
-                with trio.CancelScope(shield=True, deadline=deadline):
-                    if not writer.closed:
+                if not writer.closed and not writer.pending and close_socket(self._stream):
+                    writer.closed = True  # nothing queued on plain TCP: closed at once
+                if not writer.closed:
+                    deadline = trio.current_time() + self._options.close_timeout
+                    with trio.CancelScope(shield=True, deadline=deadline):
                         await writer.close()  # (a checkpoint; cancelled, it closes forcefully)
             finally:
                 self._on_closed(True)

@@ -63,21 +63,41 @@ def _translate(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceEr
 
 
 async def receive_some(stream: trio.abc.ReceiveStream, max_bytes: int) -> bytes | bytearray:
-    """``stream.receive_some(max_bytes)``."""
+    """``stream.receive_some(max_bytes)``; on plain TCP without trio's socket-call machinery, and a
+    checkpoint only when it waits for data (a cancelled caller is told at once all the same)."""
     if type(stream) is not trio.SocketStream:
         return await stream.receive_some(max_bytes)
-    try:
-        return await stream.socket.recv(max_bytes)
-    except OSError as exc:
-        raise _translate(exc) from exc
+    sock = stream.socket
+    if not _DIRECT:
+        try:
+            return await sock.recv(max_bytes)
+        except OSError as exc:
+            raise _translate(exc) from exc
+    await trio.lowlevel.checkpoint_if_cancelled()
+    buffer = read_buffer()
+    with buffer[:max_bytes] as view:
+        n = read_now(sock, view)
+        while n is None:
+            await trio.lowlevel.wait_readable(sock)
+            n = read_now(sock, view)
+        return bytes(view[:n])
 
 
 async def send_all(stream: trio.abc.SendStream, data: bytes) -> None:
-    """``stream.send_all(data)``."""
+    """``stream.send_all(data)``; on plain TCP without trio's socket-call machinery, and a
+    checkpoint only when it waits for room (a cancelled caller is told at once all the same)."""
     if type(stream) is not trio.SocketStream:
         await stream.send_all(data)
         return
     sock = stream.socket
+    if _DIRECT:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sent = write_now(sock, (data,))
+        while sent < len(data):
+            await trio.lowlevel.wait_writable(sock)
+            with memoryview(data) as view, view[sent:] as rest:
+                sent += write_now(sock, (rest,))
+        return
     try:
         sent = await sock.send(data)
         if sent < len(data):

@@ -3,7 +3,6 @@ shutdown (the 1001 of every connection), and the rule that a connection owns its
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 import ssl
@@ -24,6 +23,7 @@ from ..connection import (
     check_close,
 )
 from ..protocol import CloseCode
+from ._accept import accept_forever
 from ._access import AccessRecord, peer_address
 from ._handoff import HTTPHandler
 from ._observer import ServerObserver
@@ -37,8 +37,6 @@ __all__ = ["WebSocketServer", "default_buffered_bytes", "open_listeners", "run_s
 
 logger = logging.getLogger("trio_ws")
 
-_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-_ACCEPT_RETRY_DELAY = 0.1
 
 
 def default_buffered_bytes(options: WebSocketOptions) -> int:
@@ -199,18 +197,7 @@ class WebSocketServer:
                 await trio.aclose_forcefully(listener)
 
     async def _accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_RETRY_ERRNOS:
-                    raise
-                logger.error("accept failed (%s); retrying in %ss", exc, _ACCEPT_RETRY_DELAY)
-                await trio.sleep(_ACCEPT_RETRY_DELAY)
-                continue
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return
-            nursery.start_soon(self.serve_stream, stream)
+        await accept_forever(listener, lambda stream: nursery.start_soon(self.serve_stream, stream))
 
     # ------------------------------------------------------------ connections
 
