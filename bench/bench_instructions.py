@@ -2,6 +2,7 @@
 with the machine's load, for comparing two builds of trio_ws to a few percent.
 
     python -m bench.bench_instructions --baseline DIR     # this checkout and the one in DIR
+    python -m bench.bench_instructions --servers picows websockets-asyncio --only 1 2
 
 Each scenario runs each server twice under ``valgrind --tool=cachegrind`` (slow, but it counts every
 instruction): once with no traffic, once with the load generator driving it for ``--seconds``. The
@@ -32,14 +33,15 @@ SUMMARY = re.compile(rb"^summary: (\d+)", re.MULTILINE)
 
 
 def start(name: str, port: int, out: Path) -> subprocess.Popen[bytes]:
-    """The trio_ws echo server of this checkout (or the baseline's) under cachegrind."""
+    """The echo server ``name`` of ``bench/servers.py`` (or the baseline's trio_ws) under cachegrind."""
     cwd, env = ROOT, dict(os.environ)
     if name == BASELINE:
         cwd = Path(os.environ["TRIO_WS_BASELINE"])
         env["PYTHONPATH"] = str(cwd)
+        name = "trio_ws"
     command = [
         "valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}",
-        sys.executable, "-m", "bench.servers", "trio_ws", str(port),
+        sys.executable, "-m", "bench.servers", name, str(port),
     ]  # fmt: skip
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
@@ -143,17 +145,24 @@ def free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--baseline", metavar="DIR", required=True, help="the other checkout")
+    parser.add_argument("--baseline", metavar="DIR", help="the other checkout")
+    parser.add_argument(
+        "--servers", nargs="*", default=[], help="other servers of bench/servers.py to count (picows, ...)"
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="of traffic per run (default 8)")
     parser.add_argument("--only", nargs="*", type=int, help="run only these scenarios (1 = the first)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("bench_instructions needs valgrind (Debian: apt install valgrind)")
-    os.environ["TRIO_WS_BASELINE"] = os.path.abspath(args.baseline)
-    names = ["trio_ws", BASELINE]
+    names = ["trio_ws", *args.servers]
+    if args.baseline:
+        os.environ["TRIO_WS_BASELINE"] = os.path.abspath(args.baseline)
+        names.append(BASELINE)
+    if len(names) < 2:
+        parser.error("give --baseline DIR or --servers NAME ...")
     idle = {name: instructions(name, free_port(), None)[0] for name in names}
-    print("| scenario | trio_ws | baseline | trio_ws ÷ baseline |")
-    print("| --- | --- | --- | --- |")
+    print("| scenario | " + " | ".join(names) + "".join(f" | trio_ws ÷ {n}" for n in names[1:]) + " |")
+    print("| --- |" + " --- |" * (2 * len(names) - 1))
     for i, (title, make) in enumerate(SCENARIOS, 1):
         if args.only and i not in args.only:
             continue
@@ -163,8 +172,8 @@ def main() -> None:
             per[name] = (total - idle[name]) / max(done, 1)
             line = f"  {title:48} {name:18} {per[name]:>12,.0f} instructions each ({done} done)"
             print(line, file=sys.stderr)
-        cells = [f"{per[n]:,.0f}" for n in names]
-        print(f"| {title} | " + " | ".join(cells) + f" | {per['trio_ws'] / per[BASELINE]:.3f} |", flush=True)
+        cells = [f"{per[n]:,.0f}" for n in names] + [f"{per['trio_ws'] / per[n]:.3f}" for n in names[1:]]
+        print(f"| {title} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

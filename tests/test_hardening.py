@@ -10,6 +10,7 @@ import trio.testing
 from helpers import frame, upgraded
 
 from trio_ws import WebSocket, open_websocket_server
+from trio_ws.connection._io import READ_SIZE
 
 PING, TEXT = 9, 1
 
@@ -73,5 +74,5 @@ async def test_a_flood_of_empty_or_tiny_messages_is_bounded(payload: bytes) -> N
         (ws,) = connections
         assert sent < limit
         # The queue (16), the read-ahead (1 MiB at 64 bytes a message at least), one read's worth.
-        assert ws.pending_messages <= 16 + 2**20 // 64 + 65536 // len(frame(TEXT, payload)) + 1
+        assert ws.pending_messages <= 16 + 2**20 // 64 + READ_SIZE // len(frame(TEXT, payload)) + 1
         await trio.aclose_forcefully(stream)
