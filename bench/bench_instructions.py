@@ -59,7 +59,7 @@ def instructions(name: str, port: int, work: Callable[[int], int] | None) -> tup
         try:
             done = work(port) if work is not None else 0
         finally:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGINT if name in ("trio_ws", BASELINE) else signal.SIGTERM)
             proc.wait(timeout=120)
         match = SUMMARY.search(out.read_bytes())
         assert match is not None, "no summary in cachegrind's output"
