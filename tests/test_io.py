@@ -196,3 +196,37 @@ async def test_receive_some_and_send_all_are_cancel_points_even_when_they_need_n
     await server.aclose()
     assert await receive_some(client, 10) == b""  # "never" was not written
     await client.aclose()
+
+
+@posix
+async def test_a_loop_that_never_waits_still_lets_other_tasks_run() -> None:
+    """Data always ready (or room always there) never makes receive_some / send_all wait; they
+    still yield to the scheduler once a slice is due, so such a loop cannot starve the others."""
+    client, server = await tcp_pair()
+    ran = False
+
+    async def other() -> None:
+        nonlocal ran
+        ran = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_all, client, bytes(4_000_000))  # (waits for room as the reads go)
+        await trio.testing.wait_all_tasks_blocked()  # the socket holds all it can take
+        nursery.start_soon(other)
+        taken = 0
+        while not ran:
+            taken += len(await receive_some(server, 10))
+        # A millisecond of 10-byte reads is a few kilobytes; the socket held far more, and the
+        # reads never had to wait.
+        assert taken < 32_768
+        nursery.cancel_scope.cancel()
+    ran = False
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        for _ in range(10_000):  # 100 kB: room all along (the peer's kernel takes it at once)
+            await send_all(server, b"x" * 10)  # (the other way: the first is full)
+            if ran:
+                break
+        assert ran
+    await client.aclose()
+    await server.aclose()

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 
 import trio
 
+from ._pacing import cancel_point_and_pace
+
 __all__ = [
     "answer_and_linger",
     "close_socket",
@@ -63,8 +65,8 @@ def _translate(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceEr
 
 
 async def receive_some(stream: trio.abc.ReceiveStream, max_bytes: int) -> bytes | bytearray:
-    """``stream.receive_some(max_bytes)``; on plain TCP without trio's socket-call machinery, and a
-    checkpoint only when it waits for data (a cancelled caller is told at once all the same)."""
+    """``stream.receive_some(max_bytes)``; on plain TCP without trio's socket-call machinery: always
+    a cancel point, a schedule point when it waits for data or one is due (``_pacing``)."""
     if type(stream) is not trio.SocketStream:
         return await stream.receive_some(max_bytes)
     sock = stream.socket
@@ -73,7 +75,7 @@ async def receive_some(stream: trio.abc.ReceiveStream, max_bytes: int) -> bytes 
             return await sock.recv(max_bytes)
         except OSError as exc:
             raise _translate(exc) from exc
-    await trio.lowlevel.checkpoint_if_cancelled()
+    await cancel_point_and_pace()
     buffer = read_buffer()
     with buffer[:max_bytes] as view:
         n = read_now(sock, view)
@@ -84,14 +86,14 @@ async def receive_some(stream: trio.abc.ReceiveStream, max_bytes: int) -> bytes 
 
 
 async def send_all(stream: trio.abc.SendStream, data: bytes) -> None:
-    """``stream.send_all(data)``; on plain TCP without trio's socket-call machinery, and a
-    checkpoint only when it waits for room (a cancelled caller is told at once all the same)."""
+    """``stream.send_all(data)``; on plain TCP without trio's socket-call machinery: always a
+    cancel point, a schedule point when it waits for room or one is due (``_pacing``)."""
     if type(stream) is not trio.SocketStream:
         await stream.send_all(data)
         return
     sock = stream.socket
     if _DIRECT:
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await cancel_point_and_pace()
         sent = write_now(sock, (data,))
         while sent < len(data):
             await trio.lowlevel.wait_writable(sock)
