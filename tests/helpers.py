@@ -113,29 +113,27 @@ class Chat:
         """The next room message (``{"from", "text"}``), taking note of everything before it."""
         while True:
             message = await self.ws.receive_json()
-            if "data" in message:
+            if self._is_room_message(message):
                 self.last = (message["offset"], message["epoch"])
                 return dict(message["data"])
-            if "recovered" in message:
-                self.first = message
-            elif "who" in message:
-                self.who = sorted(member["name"] for member in message["who"])
-            elif "presence" in message:
-                self.presence.append((message["presence"], message["info"]["name"]))
-            else:
-                self.other.append(message)
 
     async def until(self, check: Any) -> None:
         """Read until ``check()`` is true, room messages included (kept in ``passed``)."""
         while not check():
             message = await self.ws.receive_json()
-            if "data" in message:
+            if self._is_room_message(message):
                 self.passed.append(message["data"])
-            elif "recovered" in message:
-                self.first = message
-            elif "who" in message:
-                self.who = sorted(member["name"] for member in message["who"])
-            elif "presence" in message:
-                self.presence.append((message["presence"], message["info"]["name"]))
-            else:
-                self.other.append(message)
+
+    def _is_room_message(self, message: dict[str, Any]) -> bool:
+        """Whether ``message`` is a room message; any other is noted where it belongs."""
+        if "data" in message:
+            return True
+        if "recovered" in message:
+            self.first = message
+        elif "who" in message:
+            self.who = sorted(member["name"] for member in message["who"])
+        elif "presence" in message:
+            self.presence.append((message["presence"], message["info"]["name"]))
+        else:
+            self.other.append(message)
+        return False
