@@ -51,7 +51,7 @@ async def test_pongs_to_a_peer_that_never_reads_are_bounded_by_write_high_water(
         (ws,) = connections
         assert sent < 32 * 2**20  # TCP pushed back long before the limit
         # write_high_water, plus the pongs of the one read that went over it
-        assert ws.buffered_amount <= ws.options.write_high_water + 65536
+        assert ws.buffered_amount <= ws.options.write_high_water + READ_SIZE
         await trio.aclose_forcefully(stream)
 
 
@@ -76,3 +76,33 @@ async def test_a_flood_of_empty_or_tiny_messages_is_bounded(payload: bytes) -> N
         # The queue (16), the read-ahead (1 MiB at 64 bytes a message at least), one read's worth.
         assert ws.pending_messages <= 16 + 2**20 // 64 + READ_SIZE // len(frame(TEXT, payload)) + 1
         await trio.aclose_forcefully(stream)
+
+
+@pytest.mark.parametrize("held_by", ["pongs", "messages"])
+async def test_a_reader_held_back_when_the_server_shuts_down_ends_quietly(
+    held_by: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reader waits (for room for its pongs, or for the handler to take messages) when the
+    shutdown's close times out and the stream is closed under it: it ends without an error (before,
+    it went on to wait on the closed socket, and the server logged ``connection failed`` with a
+    ``ValueError``)."""
+    connections: list[WebSocket] = []
+
+    async def deaf(ws: WebSocket) -> None:
+        await ws.accept()
+        connections.append(ws)
+        await trio.sleep_forever()
+
+    for _ in range(3):  # (the reader's last read emptied the socket in most runs, not all)
+        server_cm = open_websocket_server(deaf, "127.0.0.1", 0, ping_interval=None, close_timeout=0.05)
+        async with server_cm as server:
+            stream = await upgraded(server.port)
+            if held_by == "pongs":
+                await flood(stream, frame(PING, b"p" * 125) * 1000, 128 * 2**20)
+            else:
+                await stream.send_all(frame(TEXT, b"m") * 100)
+            await trio.testing.wait_all_tasks_blocked()
+            assert connections
+        await trio.aclose_forcefully(stream)
+        connections.clear()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []

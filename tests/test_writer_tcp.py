@@ -1,7 +1,7 @@
 """The writer on plain TCP (POSIX): a frame goes out at once from the task that sends it when
 nothing waits; frames sent while received messages wait go out together, headers and payloads in
-one gathered write; the writer task starts only for what must wait and ends once quiet; a write
-the socket cannot take whole is finished by the writer task, in order."""
+one gathered write, unless they are large; the writer task starts only for what must wait and ends
+once quiet; a write the socket cannot take whole is finished by the writer task, in order."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import trio_ws.connection._io as io_module
 import trio_ws.connection._writer as writer_module
 from trio_ws import WebSocket, open_websocket_server
 from trio_ws.connection._io import socket_of
-from trio_ws.connection._writer import QUIET, Writer
+from trio_ws.connection._writer import ALONE, QUIET, Writer
 from trio_ws.protocol import BytesMessage, Connection, Event, Role, TextMessage, build_request
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "writev"), reason="the short path is POSIX only")
@@ -112,6 +112,28 @@ async def test_answers_to_messages_that_waited_go_out_together(monkeypatch: pyte
         assert await client.messages(12) == [TextMessage(f"m{i}") for i in range(12)]
         await client.stream.aclose()
     assert writes == [12]
+
+
+async def test_large_answers_go_out_at_once_even_while_messages_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four messages of ALONE bytes in one read: each answer is written by the handler's task at
+    once, header and payload gathered, though messages still wait (before, the first three were
+    queued, and a sender of 64 KiB frames waited for the writer task after every message)."""
+    writes: list[int] = []
+    real = io_module.write_now
+
+    def counting(sock: trio.socket.SocketType, buffers: list[bytes | memoryview]) -> int:
+        writes.append(len(buffers))
+        return real(sock, buffers)
+
+    monkeypatch.setattr(writer_module, "write_now", counting)  # the sending task's writes only
+    payloads = [bytes([i]) * ALONE for i in range(4)]
+    async with open_websocket_server(echo, "127.0.0.1", 0, ping_interval=None) as server:
+        client = await raw_client(server.port)
+        writes.clear()  # (the 101)
+        await client.stream.send_all(b"".join(frame(2, p) for p in payloads))
+        assert await client.messages(4) == [BytesMessage(p) for p in payloads]
+        await client.stream.aclose()
+    assert writes == [2, 2, 2, 2]
 
 
 async def test_the_writer_task_ends_once_quiet(autojump_clock: trio.testing.MockClock) -> None:

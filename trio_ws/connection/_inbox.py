@@ -158,8 +158,9 @@ class Inbox(Reception):
                     data = await receive_some(self._stream, _RECEIVE_SIZE)
                 else:  # self._read(), one coroutine less while it waits
                     data = b""  # (a connection waiting keeps no view)
-                    if drained:  # a read short of the buffer emptied the socket, most likely:
-                        await trio.lowlevel.wait_readable(sock)  # no read that finds nothing
+                    if drained and sock.fileno() != -1:  # (closed meanwhile: read_now raises)
+                        # a read short of the buffer emptied the socket, most likely: no read
+                        await trio.lowlevel.wait_readable(sock)  # that finds nothing
                         note_resumed()
                     else:
                         await cancel_point_and_pace()

@@ -10,10 +10,10 @@ held waits for it in FIFO order. One task per connection empties the outbox, man
 bytes, until it is down to ``low_water``.
 
 On plain TCP (POSIX, ``_io.socket_of``) a frame goes out at once, from the task that sends it,
-when nothing is queued and no received message waits for the handler (:attr:`Writer.waiting_input`;
-while one waits, more frames will follow, to go out together). The writer task starts only for
-what must wait, writes headers and payloads with ``writev`` (no join), and ends after :data:`QUIET`
-seconds without a write.
+when nothing is queued and either no received message waits for the handler
+(:attr:`Writer.waiting_input`: while one waits, more frames will follow, to go out together) or
+it is :data:`ALONE` bytes or more. The writer task starts only for what must wait, writes headers
+and payloads with ``writev`` (no join), and ends after :data:`QUIET` seconds without a write.
 
 A write that fails, or is cancelled half-way, leaves the stream broken: :attr:`Writer.broken` is set,
 the outbox dropped, and every waiter woken. The HTTP answers that end a connection before it is a
@@ -34,7 +34,7 @@ from ._budget import BufferBudget
 from ._io import answer_and_linger, close_socket, consume, drain, send_all, socket_of, write_now
 from ._pacing import note_resumed
 
-__all__ = ["QUIET", "Frame", "Writer", "answer_and_linger"]
+__all__ = ["ALONE", "QUIET", "Frame", "Writer", "answer_and_linger"]
 
 T = TypeVar("T")
 #: What a frame builder returns: the whole frame, or its header and its payload.
@@ -43,6 +43,8 @@ Frame = bytes | tuple[bytes, bytes]
 #: On plain TCP, the writer task ends once it has written nothing for this long (the next frame
 #: that must wait starts another).
 QUIET: Final = 1.0
+#: A frame this large goes out at once even while messages wait: queued, it would hold its sender.
+ALONE: Final = 16384
 
 
 @final
@@ -148,7 +150,7 @@ class Writer:
         frames = self._frames
         if not (frames or self._socket is None or self._sending or self._direct or self.closed):
             waiting = self.waiting_input
-            if waiting is None or not len(waiting):
+            if waiting is None or not len(waiting) or len(data) + len(payload) >= ALONE:
                 self._write_now(data, payload, start)
                 return
         frames.append(data)
