@@ -7,7 +7,8 @@ setup(
     ext_modules=[
         Extension(
             "trio_ws.protocol._speedups",
-            ["trio_ws/protocol/_speedups.c"],
+            ["trio_ws/protocol/_speedups.c", "trio_ws/protocol/_speedups_parse.c"],
+            depends=["trio_ws/protocol/_speedups.h"],
             optional=True,
             extra_compile_args=["-O3"],
         )

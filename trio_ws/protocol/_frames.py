@@ -135,6 +135,14 @@ try:
 except ImportError:
     PayloadBuffer = None
 
+#: Makes the whole one-frame messages at the start of a buffer into events (C; ``None`` without the
+#: speedup: ``FrameReceiving`` parses each frame itself). See ``_speedups_parse.c``.
+parse_messages: Callable[..., tuple[int, int, int]] | None
+try:
+    from ._speedups import parse_messages
+except ImportError:
+    parse_messages = None
+
 #: A frame's payload from this size on is written after its header, not joined to it (a copy less).
 JOIN_BELOW: Final = 4096
 

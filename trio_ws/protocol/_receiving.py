@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 from typing import TYPE_CHECKING, Final
 
+from . import _frames
 from ._errors import ProtocolError
 from ._events import BytesMessage, Event, MessageChunk, TextMessage
 from ._frames import OP_BINARY, OP_CLOSE, OP_TEXT, CloseCode, PayloadBuffer, apply_mask, check_frame_header
@@ -38,27 +39,10 @@ class FrameReceiving(FrameSending):
     ``FrameSending``: classes with slots can only be stacked."""
 
     __slots__ = (
-        "_bin_parts",
-        "_buf",
-        "_decoder",
-        "_frame_fin",
-        "_frame_left",
-        "_frame_mask",
-        "_frame_offset",
-        "_gather",
-        "_msg_compressed",
-        "_msg_frames",
-        "_msg_opcode",
-        "_msg_parts",
-        "_msg_size",
-        "_msg_wire",
-        "_parts_held",
-        "_streaming",
-        "bytes_received",
-        "end_of_stream",
-        "failure",
-        "messages_received",
-    )
+        "_bin_parts", "_buf", "_decoder", "_frame_fin", "_frame_left", "_frame_mask", "_frame_offset",
+        "_gather", "_msg_compressed", "_msg_frames", "_msg_opcode", "_msg_parts", "_msg_size", "_msg_wire",
+        "_parts_held", "_streaming", "bytes_received", "end_of_stream", "failure", "messages_received",
+    )  # fmt: skip
     max_message_size: int | None
     _client: bool  # this side is the client
 
@@ -154,9 +138,17 @@ class FrameReceiving(FrameSending):
         """Parse as many frames as ``buf`` holds; return how many bytes were used."""
         n = len(buf)
         pos = 0
+        fast = _frames.parse_messages
         with memoryview(buf) as mv:
             while True:
                 if self._frame_left < 0:
+                    if fast is not None and not self._msg_opcode and not self._streaming:
+                        # (C) the whole one-frame messages from here on, the common case
+                        masked, limit = not self._client, self.max_message_size
+                        pos, count, size = fast(mv, pos, masked, limit, events, TextMessage, BytesMessage)
+                        if count:
+                            self.messages_received += count
+                            self.bytes_received += size
                     # A new frame header.
                     if n - pos < 2:
                         return pos

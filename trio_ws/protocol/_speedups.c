@@ -2,38 +2,14 @@
  *
  * - apply_mask(data, mask): a new bytes object, data XOR the repeated 4-byte mask;
  * - PayloadBuffer(size): a frame payload of known size gathered from the reads it arrives in,
- *   unmasked on the way in, and handed over as one bytes object without a final join.
+ *   unmasked on the way in, and handed over as one bytes object without a final join;
+ * - parse_messages(...): the run of whole one-frame data messages at the start of a buffer, the
+ *   common case of the receiving side (RFC 6455 §5.2, §5.6), made into message events at once.
  *
  * trio_ws/protocol/_frames.py falls back to pure Python when this module was not built (and to
  * joining pieces when it was built without PayloadBuffer). */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <string.h>
-
-/* out[i] = in[i] ^ m[(i + phase) & 3] for i < n (out may be in). */
-static void
-xor_mask(unsigned char *out, const unsigned char *in, Py_ssize_t n, const unsigned char *m, Py_ssize_t phase)
-{
-    Py_ssize_t i = 0;
-    uint64_t key;
-    unsigned char key_bytes[8];
-
-    for (int j = 0; j < 8; j++) {
-        key_bytes[j] = m[(j + phase) & 3];
-    }
-    memcpy(&key, key_bytes, 8);
-    for (; i + 8 <= n; i += 8) {
-        uint64_t word;
-        memcpy(&word, in + i, 8);
-        word ^= key;
-        memcpy(out + i, &word, 8);
-    }
-    for (; i < n; i++) {
-        out[i] = in[i] ^ m[(i + phase) & 3];
-    }
-}
+#include "_speedups.h"
 
 static PyObject *
 apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -245,6 +221,8 @@ static PyTypeObject PayloadBufferType = {
 static PyMethodDef methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask) -> bytes: XOR data with the repeated 4-byte mask."},
+    {"parse_messages", (PyCFunction)(void (*)(void))parse_messages, METH_FASTCALL,
+     "parse_messages(buf, pos, masked, limit, events, text_type, bytes_type) -> (pos, count, size)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -258,6 +236,9 @@ PyInit__speedups(void)
     PyObject *m;
 
     if (PyType_Ready(&PayloadBufferType) < 0) {
+        return NULL;
+    }
+    if (parse_messages_init() < 0) {
         return NULL;
     }
     m = PyModule_Create(&module);
