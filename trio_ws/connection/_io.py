@@ -53,7 +53,7 @@ if _DIRECT:
     with contextlib.suppress(ValueError, OSError):
         _IOV_MAX = min(1024, max(16, os.sysconf("SC_IOV_MAX")))
 #: The size of the shared read buffer: the most one read takes.
-READ_SIZE = 262144
+READ_SIZE = 65536 + 4096
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 65536
 
