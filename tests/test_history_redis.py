@@ -317,7 +317,7 @@ async def test_a_member_of_a_killed_process_recovers_in_another_exactly_what_it_
         async with trio.open_nursery() as nursery:
 
             async def publish_all() -> None:
-                for i in range(400):
+                for i in range(500):
                     if i == 300:
                         await killed.wait()  # the rest while it is away, at least these
                     await publisher.publish("room", i)
@@ -339,9 +339,9 @@ async def test_a_member_of_a_killed_process_recovers_in_another_exactly_what_it_
             async with open_websocket("127.0.0.1", port_b, "/rooms/room" + query) as ws:
                 again = await ws.receive_json()
                 assert again == notice(last["offset"], last["epoch"], True, room="room")
-                while len(received) < 400:
+                while len(received) < 500:
                     received.append(await ws.receive_json())
                 await publisher.publish("room", "live")
                 received.append(await ws.receive_json())
-    assert [message["data"] for message in received] == [*range(400), "live"]
-    assert [message["offset"] for message in received] == list(range(1, 402))
+    assert [message["data"] for message in received] == [*range(500), "live"]
+    assert [message["offset"] for message in received] == list(range(1, 502))
